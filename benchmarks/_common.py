@@ -1,0 +1,314 @@
+"""Shared pieces of the benchmark scripts: command line, loading, the UNet cost model, snapshot
+scoring, tables and result files. Every script imports this module first (it sets the offline
+environment and puts the repository on sys.path), so the scripts stay short and alike.
+
+Why a cost model here: the trainer reports only its total number of UNet evaluations, while the
+trade-off curves and the SD1.4 projections need the count per iteration. The model below
+replays the trainer's rule (sample x_k from noise: 2k evaluations; trajectory reuse: 2) and
+every script checks its sum against UnlearnResult.unet_forwards, so it cannot drift silently.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from kscu.concepts import concept_pairs  # noqa: E402
+from kscu.config import UnlearnConfig  # noqa: E402
+from kscu.demo.classifier import to_tensor  # noqa: E402
+from kscu.demo.world import KIND_OF_ATTRIBUTE, attribute_of  # noqa: E402
+from kscu.evaluation import concept_metrics, demo_attribute, prompt_sets  # noqa: E402
+from kscu.keysteps import key_step_table, uniform_table  # noqa: E402
+from kscu.models import LoadedModel  # noqa: E402
+from kscu.sampling import Sampler  # noqa: E402
+from kscu.trainer import Progress, UnlearnResult  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+"""Full runs write here (committed: keep files small)."""
+SMOKE_RESULTS = REPO / "runs" / "benchmarks-smoke"
+"""--smoke runs write here (runs/ is git-ignored), so a smoke run never overwrites a real result."""
+EVAL_SEED = 1234
+"""evaluate_edit's default prompt-set seed: the same prompts and noise as the workbench's evaluation."""
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+class BenchParser(argparse.ArgumentParser):
+    """argparse with options that have a full-run default and a --smoke default.
+
+    Options added with `option()` default to None; `parse()` fills what the user left out from
+    the full or the smoke column, sets torch's thread count and creates the output folder.
+    """
+
+    def __init__(self, doc: str, model: bool = True) -> None:
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        self._defaults: dict[str, tuple[object, object, Callable]] = {}
+        self.add_argument("--smoke", action="store_true", help="a seconds-long run with tiny settings that proves the plumbing (pair it with a micro --model)")
+        if model:
+            self.add_argument("--model", default=None, help="demo model folder (default: the embedded assets/demo-model)")
+        self.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2, the reference machine's cores; 1 with --smoke)")
+        self.add_argument("--out", type=Path, default=None, help=f"folder for the results JSON and plots (default {RESULTS.relative_to(REPO)}; with --smoke {SMOKE_RESULTS.relative_to(REPO)})")
+
+    def option(self, flag: str, full, smoke, help: str, type: Callable = str) -> None:
+        """An option whose default is `full`, or `smoke` with --smoke; string defaults go through `type`."""
+        dest = flag.lstrip("-").replace("-", "_")
+        self._defaults[dest] = (full, smoke, type)
+        self.add_argument(flag, type=type, default=None, help=f"{help} (default {full}; --smoke: {smoke})")
+
+    def evaluation_options(self, n_erase=100, n_retain=120) -> None:
+        """The evaluation set sizes and sampling steps (evaluate_edit's parameters)."""
+        self.option("--n-erase", n_erase, 4, "erase-set prompts of the final evaluation", int)
+        self.option("--n-retain", n_retain, 4, "retain-set prompts of the final evaluation", int)
+        self.option("--eval-steps", 25, 4, "DDIM steps when sampling evaluation images", int)
+
+    def training_options(self) -> None:
+        """Iterations and schedule of the unlearning runs."""
+        self.option("--iterations", None, 4, "unlearning iterations of every run (None: the KSCU preset's)", int)
+        self.option("--num-steps", 50, 10, "DDIM steps of the training schedule (K)", int)
+
+    def experiment_options(self, concepts: str, seeds: str) -> None:
+        """Concepts and training seeds of a comparison, plus the training and evaluation options."""
+        self.option("--concepts", concepts, "striped", "comma list of demo-world concepts (e.g. striped,star,red)", words)
+        self.option("--seeds", seeds, "0", "comma list of training seeds", ints)
+        self.training_options()
+        self.evaluation_options()
+
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        args = self.parse_args(argv)
+        for dest, (full, smoke, convert) in self._defaults.items():
+            if getattr(args, dest) is None:
+                value = smoke if args.smoke else full
+                setattr(args, dest, convert(value) if isinstance(value, str) else value)
+        torch.set_num_threads(args.threads or (1 if args.smoke else 2))
+        args.out = args.out or (SMOKE_RESULTS if args.smoke else RESULTS)
+        args.out.mkdir(parents=True, exist_ok=True)
+        return args
+
+
+def words(text: str) -> list[str]:
+    """A comma list from the command line ("striped,star") as a list."""
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def ints(text: str) -> list[int]:
+    return [int(w) for w in words(text)]
+
+
+def floats(text: str) -> list[float]:
+    return [float(w) for w in words(text)]
+
+
+def load_demo(args: argparse.Namespace) -> LoadedModel:
+    """The demo model named by --model (the embedded one by default), with its classifier."""
+    from kscu.models import load_model
+
+    model = load_model(args.model)
+    if model.family != "demo":
+        raise SystemExit(f"{args.model}: these benchmarks score with the demo world's classifier; pass a demo model folder")
+    return model
+
+
+def kind_of(concept: str) -> str:
+    """The concept kind (preset) of a demo-world value: striped -> style, star -> object, red -> colour."""
+    attribute = attribute_of(concept.strip().lower())
+    if attribute is None:
+        raise SystemExit(f"{concept!r} is not a value of the demo world (see kscu/demo/world.py ATTRIBUTES)")
+    return KIND_OF_ATTRIBUTE[attribute]
+
+
+# ---------------------------------------------------------------------------------------------
+# cost model and snapshots
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cost:
+    """UNet images of one unlearning run, as the trainer counts them (a guided batch of 2 is 2)."""
+
+    sampling: list[int]
+    """Per iteration, to reach x_k: 2k from noise, or 2 with trajectory reuse (KSCU only)."""
+    targets: int
+    """Per iteration, frozen targets: c and "", plus the anchor unless it is empty."""
+    predictions: int
+    """Per iteration, tuned predictions (the ones backpropagated): 2 with the lambda2 term, else 1."""
+
+    def per_iteration(self) -> list[int]:
+        return [s + self.targets + self.predictions for s in self.sampling]
+
+
+def cost_model(config: UnlearnConfig, family: str) -> Cost:
+    """The UNet images `unlearn(model, config)` evaluates, without running it."""
+    cfg = config.resolve(family)
+    if cfg.method == "esd":
+        table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
+    else:
+        table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
+    anchored = concept_pairs(cfg.concept, family, cfg.anchor, seed=cfg.seed)[0].anchor != ""
+    sampling, previous = [], None
+    for k in table:
+        sampling.append(2 if cfg.method == "kscu" and previous == k - 1 else 2 * k)
+        previous = k
+    return Cost(sampling, 3 if anchored else 2, 2 if cfg.lambda2 > 0 else 1)
+
+
+def checked_forwards(result: UnlearnResult, family: str) -> list[int]:
+    """UNet images per iteration of a finished run; raises if the cost model disagrees with the
+    trainer's own total."""
+    per_iteration = cost_model(result.config, family).per_iteration()
+    if sum(per_iteration) != result.unet_forwards:
+        raise RuntimeError(
+            f"benchmarks/_common.py's cost model counts {sum(per_iteration)} UNet images, the trainer {result.unet_forwards}: "
+            "update cost_model to the trainer's sampling rule"
+        )
+    return per_iteration
+
+
+class Snapshots:
+    """An on_progress callback that keeps a copy of the trainable tensors and the elapsed time at
+    chosen iterations, so one training run yields a whole trade-off curve."""
+
+    def __init__(self, iterations: list[int]) -> None:
+        self.marks = sorted(set(iterations))
+        self.params: dict[int, dict[str, torch.Tensor]] = {}
+        self.elapsed: dict[int, float] = {}
+
+    def __call__(self, progress: Progress, tuned: torch.nn.Module) -> None:
+        if progress.iteration in self.marks:
+            self.params[progress.iteration] = {n: p.detach().float().cpu().clone() for n, p in tuned.named_parameters() if p.requires_grad}
+            self.elapsed[progress.iteration] = progress.elapsed
+
+
+def marks(iterations: int, fractions: list[float]) -> list[int]:
+    """Iteration counts at the given fractions of a run (at least 1, at most `iterations`)."""
+    return sorted({min(iterations, max(1, round(f * iterations))) for f in fractions})
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def score(model: LoadedModel, unet, concept: str, n_erase: int, n_retain: int, num_steps: int = 25, guidance: float = 3.0, seed: int = EVAL_SEED) -> dict:
+    """kscu.evaluation.concept_metrics of one UNet on evaluate_edit's prompts and seeds.
+
+    The same numbers as evaluate_edit's `before` (base UNet) or `after` (an edit) for the same
+    arguments, but one UNet at a time: a benchmark scores the base once per concept instead of
+    next to each of its many edits and snapshots.
+    """
+    attribute = demo_attribute(model, concept)
+    concept = concept.strip().lower()
+    erase, retain = prompt_sets(concept, n_erase, n_retain, seed)
+    images = Sampler(model, num_steps, guidance).generate(unet, erase.prompts + retain.prompts, erase.seeds + retain.seeds, batch_size=32)
+    predicted = model.classifier.predict(to_tensor(images).to(model.device), batch_size=32)  # evaluate_edit's batches
+    erase_pred = {a: v[:n_erase] for a, v in predicted.items()}
+    retain_pred = {a: v[n_erase:] for a, v in predicted.items()}
+    return concept_metrics(attribute, concept, erase_pred, erase.labels(), retain_pred, retain.labels())
+
+
+def first_crossing(xs: list[float], ys: list[float], threshold: float) -> float | None:
+    """The x where the piecewise-linear curve first reaches `threshold` (None if it never does)."""
+    for j, y in enumerate(ys):
+        if y >= threshold:
+            if j == 0:
+                return xs[0]
+            frac = (threshold - ys[j - 1]) / (y - ys[j - 1])
+            return xs[j - 1] + frac * (xs[j] - xs[j - 1])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+
+
+class Timer:
+    """`with Timer() as t: ...` then t.seconds (wall clock, perf_counter)."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """Plain-text table; floats with 3 decimals below 10, else 1; None as '-'."""
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        return str(value)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def rounded(value, digits: int = 5):
+    """The same structure with floats rounded to `digits` significant digits (learning rates
+    like 1e-5 survive): small, diff-friendly result files."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    if isinstance(value, np.generic):
+        return rounded(value.item(), digits)
+    return value
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(args: argparse.Namespace, name: str, payload: dict, summary: dict) -> Path:
+    """Write {name}.json (name_smoke.json for smoke runs) with the settings it ran with, atomically,
+    and print `summary` as the final JSON line, with the file's path in it."""
+    path = args.out / f"{name}{'_smoke' if args.smoke else ''}.json"
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    payload = {"benchmark": name, "smoke": args.smoke, "threads": torch.get_num_threads(), "settings": settings, **payload}
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(rounded(payload), indent=1) + "\n"))
+    print(json.dumps(rounded({**summary, "results": str(path)})))
+    return path
+
+
+def figure(rows: int = 1, cols: int = 1, width: float = 4.0, height: float = 3.0) -> tuple[Figure, np.ndarray]:
+    """A Figure on an Agg canvas (no pyplot state, no display) and its axes as a 2-D array."""
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def save_figure(fig: Figure, args: argparse.Namespace, name: str) -> Path:
+    """Save as {name}.png (name_smoke.png for smoke runs), atomically, at a size fit to commit."""
+    path = args.out / f"{name}{'_smoke' if args.smoke else ''}.png"
+    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))

@@ -1,0 +1,244 @@
+"""Command line: the same code path as the UI and the Python API.
+
+    python -m kscu influence --concept striped --kind style --out runs/influence
+    python -m kscu unlearn   --concept striped --kind style --out runs/striped
+    python -m kscu evaluate  --edit runs/striped --json
+    python -m kscu export    --edit runs/striped --out runs/striped-pipeline
+    python -m kscu generate  --prompt "a striped red star on a dark background" --edit runs/striped --out star.png
+
+--model defaults to the embedded demo model; it also takes a diffusers folder, a single SD1.x
+.safetensors file or a hub id. Errors print one line that says what to do and exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="demo (default), a diffusers folder, an SD1.x .safetensors file or a hub id")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints (they can run code: only for files you trust)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kscu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    influence = commands.add_parser("influence", help="per-step concept influence curves and a suggested key-step window")
+    _add_model_args(influence)
+    influence.add_argument("--concept", action="append", required=True, help="concept to analyse (repeat to overlay several)")
+    influence.add_argument("--kind", default="style", help="nudity, object, style, instance (demo also: colour, background)")
+    influence.add_argument("--steps", type=int, default=25, help="DDIM steps of the analysed schedule")
+    influence.add_argument("--seeds", type=int, default=4, help="seeds averaged per curve")
+    influence.add_argument("--measures", default="gap,causal", help="comma list of gap, causal")
+    influence.add_argument("--anchor", default=None, help="neutral prompt to compare against (default: empty or the sentence without the concept)")
+    influence.add_argument("--out", type=Path, default=Path("runs/influence"), help="folder for influence.png and influence.json")
+
+    unlearn = commands.add_parser("unlearn", help="erase a concept with KSCU (or the ESD baseline)")
+    _add_model_args(unlearn)
+    unlearn.add_argument("--concept", required=True)
+    unlearn.add_argument("--kind", default="style")
+    unlearn.add_argument("--method", choices=("kscu", "esd"), default="kscu")
+    unlearn.add_argument("--iterations", type=int, default=None, help="default: the preset for the model family and kind")
+    unlearn.add_argument("--start-step", type=int, default=None, help="key-step window start S (default: preset)")
+    unlearn.add_argument("--end-step", type=int, default=None, help="window end, exclusive (default: the last step)")
+    unlearn.add_argument("--num-steps", type=int, default=50, help="DDIM steps of the training schedule (K)")
+    unlearn.add_argument("--lr", type=float, default=None)
+    unlearn.add_argument("--params", choices=("xattn", "noxattn", "full"), default=None)
+    unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to")
+    unlearn.add_argument("--no-augment", action="store_true", help="no prompt augmentation in the last 5%% of iterations")
+    unlearn.add_argument("--seed", type=int, default=0)
+    unlearn.add_argument("--out", type=Path, required=True, help="folder (edit.safetensors + run.json) or a .safetensors file")
+
+    evaluate = commands.add_parser("evaluate", help="UA / IRA / CRA of an edit next to the unedited model (demo model)")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--edit", type=Path, default=None, help="edit folder or .safetensors (default: only the base model)")
+    evaluate.add_argument("--concept", default=None, help="default: the edit's concept")
+    evaluate.add_argument("--n-erase", type=int, default=100)
+    evaluate.add_argument("--n-retain", type=int, default=120)
+    evaluate.add_argument("--steps", type=int, default=25)
+    evaluate.add_argument("--guidance", type=float, default=3.0)
+    evaluate.add_argument("--seed", type=int, default=1234)
+    evaluate.add_argument("--grid", type=Path, default=None, help="also save a before/after image grid here (PNG)")
+
+    export = commands.add_parser("export", help="write a full diffusers pipeline folder with the edit applied")
+    _add_model_args(export)
+    export.add_argument("--edit", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True)
+
+    generate = commands.add_parser("generate", help="images for a prompt, with or without an edit")
+    _add_model_args(generate)
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--edit", type=Path, default=None)
+    generate.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds")
+    generate.add_argument("--steps", type=int, default=25)
+    generate.add_argument("--guidance", type=float, default=3.0)
+    generate.add_argument("--out", type=Path, required=True, help="PNG file (a grid, one image per seed)")
+    return parser
+
+
+def _load(args):
+    from kscu.models import load_model
+
+    return load_model(args.model, device=args.device, allow_pickle=args.allow_pickle)
+
+
+def _edited_unet(args, model):
+    """The edit named by --edit applied to a copy of the model's UNet (None without --edit)."""
+    if args.edit is None:
+        return None, None
+    from kscu.export import check_compatible, load_edit
+
+    edit = load_edit(args.edit)
+    warning = check_compatible(edit, model)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return edit, edit.apply(model)
+
+
+def _print(args, payload: dict, text: str) -> None:
+    print(json.dumps(payload) if args.json else text)
+
+
+def cmd_influence(args) -> int:
+    from kscu.influence import analyze
+    from kscu.plots import influence_figure
+
+    model = _load(args)
+    measures = tuple(m.strip() for m in args.measures.split(",") if m.strip())
+    reports = []
+    for concept in args.concept:
+        with _bar(f"influence of {concept!r}", 100, args.json) as bar:
+            def progress(fraction: float, message: str = "", bar=bar) -> None:
+                bar.n = int(fraction * 100)
+                bar.set_postfix_str(message)
+                bar.refresh()
+
+            reports.append(analyze(model, concept, kind=args.kind, measures=measures, num_steps=args.steps, seeds=args.seeds, anchor=args.anchor, on_progress=progress))
+    args.out.mkdir(parents=True, exist_ok=True)
+    figure = influence_figure(reports)
+    figure.savefig(args.out / "influence.png", dpi=120)
+    payload = {"reports": [r.to_dict() for r in reports], "figure": str(args.out / "influence.png")}
+    (args.out / "influence.json").write_text(json.dumps(payload, indent=2))
+    lines = [f"{r.concept}: suggested key-step window starts at step {r.suggested_start} of {r.num_steps} (paper preset for {r.kind}: {r.paper_start})" for r in reports]
+    _print(args, payload, "\n".join(lines + [f"figure: {args.out / 'influence.png'}"]))
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from kscu.config import UnlearnConfig
+    from kscu.export import save_edit
+    from kscu.trainer import unlearn
+
+    model = _load(args)
+    config = UnlearnConfig(
+        concept=args.concept, kind=args.kind, method=args.method, iterations=args.iterations,
+        start_step=args.start_step, end_step=args.end_step, num_steps=args.num_steps, lr=args.lr,
+        params=args.params, anchor=args.anchor, augment=not args.no_augment, seed=args.seed,
+    )
+    resolved = config.resolve(model.family)
+    with _bar(f"{resolved.method} {resolved.concept!r}", resolved.iterations, args.json) as bar:
+        def progress(p, _unet) -> None:
+            bar.update(1)
+            bar.set_postfix(step=p.step_index, loss=f"{p.loss:.4g}")
+
+        result = unlearn(model, config, on_progress=progress)
+    path = save_edit(result, args.out)
+    payload = {"edit": str(path), "config": result.config.to_dict(), "seconds": round(result.seconds, 1),
+               "final_loss": result.losses[-1], "unet_forwards": result.unet_forwards}
+    _print(args, payload, f"erased {resolved.concept!r} with {resolved.method} in {result.seconds:.1f}s "
+           f"({resolved.iterations} iterations, steps {resolved.start_step}..{resolved.end_step - 1} of {resolved.num_steps}); edit saved to {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from kscu.evaluation import evaluate_edit, format_table, verdict
+
+    model = _load(args)
+    edit, edited = _edited_unet(args, model)
+    concept = args.concept or (edit.config.concept if edit is not None else None)
+    if concept is None:
+        raise ValueError("give --edit or --concept: there is nothing to evaluate")
+    total = (args.n_erase + args.n_retain) * (2 if edited is not None else 1)
+    with _bar(f"evaluating {concept!r}", total, args.json) as bar:
+        report = evaluate_edit(model, edited, concept, n_erase=args.n_erase, n_retain=args.n_retain, num_steps=args.steps,
+                               guidance=args.guidance, seed=args.seed, on_progress=lambda done, _total: bar.update(done - bar.n))
+    payload = report.to_dict()
+    if report.after is not None:
+        payload["verdict"] = verdict(report)
+    if edit is not None:
+        payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds}
+    if args.grid is not None:
+        _save_grid(model, edited, concept, args.grid)
+        payload["grid"] = str(args.grid)
+    _print(args, payload, format_table(report))
+    return 0
+
+
+def _save_grid(model, edited, concept: str, path: Path) -> None:
+    """Before and after grids side by side in one PNG."""
+    from PIL import Image
+
+    from kscu.grids import comparison_grids
+
+    grids = comparison_grids(model, edited, concept)
+    panels = [g for g in (grids["before"], grids["after"]) if g is not None]
+    canvas = Image.new("RGB", (sum(p.width for p in panels) + 16 * (len(panels) - 1), max(p.height for p in panels)), "white")
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + 16
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def cmd_export(args) -> int:
+    from kscu.export import export_pipeline, load_edit
+
+    model = _load(args)
+    path = export_pipeline(model, load_edit(args.edit), args.out)
+    _print(args, {"pipeline": str(path)}, f"diffusers pipeline with the edit written to {path}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from kscu.grids import image_grid
+    from kscu.sampling import Sampler
+
+    model = _load(args)
+    _, edited = _edited_unet(args, model)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    images = Sampler(model, args.steps, args.guidance).generate(edited or model.unet, [args.prompt] * len(seeds), seeds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, 1, len(seeds), scale=max(1, 256 // images.shape[2])).save(args.out)
+    _print(args, {"image": str(args.out), "seeds": seeds}, f"{len(seeds)} images saved to {args.out}")
+    return 0
+
+
+def _bar(description: str, total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, disable=quiet, file=sys.stderr, leave=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "generate": cmd_generate}
+    from kscu.models import ModelLoadError
+
+    try:
+        return handlers[args.command](args)
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,63 @@
+"""One config object per unlearning job, shared by the UI, the CLI and the Python API, and
+written next to every result so that any run can be repeated exactly."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from kscu.keysteps import ESD_ITERATIONS, preset_for, scale_start
+
+METHODS = ("kscu", "esd")
+PARAM_SUBSETS = ("xattn", "noxattn", "full")
+
+
+@dataclass
+class UnlearnConfig:
+    """What to erase and how. None means "use the preset for this model family and kind".
+
+    start_step/end_step bound the KSCU window [start, end) on a schedule of num_steps DDIM steps
+    (index 0 is the noisiest). ESD ignores them and draws steps uniformly.
+    """
+
+    concept: str
+    kind: str = "style"
+    method: str = "kscu"
+    iterations: int | None = None
+    start_step: int | None = None
+    end_step: int | None = None
+    num_steps: int = 50
+    lr: float | None = None
+    params: str | None = None
+    anchor: str | None = None
+    guidance: float = 3.0
+    eta: float = 1.0
+    lambda2: float = 1e-4
+    augment: bool = True
+    seed: int = 0
+
+    def resolve(self, family: str) -> "UnlearnConfig":
+        """Fill every None from the presets and check the values; returns a new config."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose kscu or esd")
+        preset = preset_for(family, self.kind)
+        esd = self.method == "esd"
+        resolved = replace(
+            self,
+            iterations=self.iterations or (ESD_ITERATIONS.get(family, 1000) if esd else preset.iterations),
+            start_step=0 if esd else (self.start_step if self.start_step is not None else scale_start(preset.start_of_50, self.num_steps)),
+            end_step=self.num_steps if esd or self.end_step is None else self.end_step,
+            lr=self.lr or preset.lr,
+            params=self.params or preset.params,
+            lambda2=0.0 if esd else self.lambda2,
+        )
+        if resolved.params not in PARAM_SUBSETS:
+            raise ValueError(f"unknown parameter subset {resolved.params!r}; choose one of {', '.join(PARAM_SUBSETS)}")
+        if resolved.iterations < 1:
+            raise ValueError("iterations must be at least 1")
+        return resolved
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UnlearnConfig":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

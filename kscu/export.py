@@ -1,0 +1,218 @@
+"""Saving, loading and exporting edits.
+
+An edit is small: only the UNet tensors unlearning changed (cross-attention alone is ~3% of an
+SD1 UNet), stored as one .safetensors file whose metadata says what was erased, how, and on which
+base model (hash included), so it can be shared, re-applied and repeated. Nothing here unpickles:
+a file from someone else can only hold tensors and strings.
+For tools that expect a whole model, `export_pipeline` writes a standard diffusers folder with the
+edited UNet.
+
+Tensor names are the diffusers UNet2DConditionModel parameter names. Every write is atomic (a
+temporary file or folder, then a rename), so an interrupted save never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import diffusers
+import safetensors
+import torch
+import transformers
+from diffusers import StableDiffusionPipeline
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+import kscu
+from kscu.config import UnlearnConfig
+from kscu.models import LoadedModel
+from kscu.trainer import UnlearnResult
+
+FORMAT = "kscu-edit"
+FORMAT_VERSION = "1"
+EDIT_FILE = "edit.safetensors"
+RUN_FILE = "run.json"
+PROVENANCE_FILE = "kscu_edit.json"
+
+
+class EditLoadError(ValueError):
+    """An edit file could not be loaded; the message says why."""
+
+
+def version_info() -> dict[str, str]:
+    """Library versions, recorded with every edit (results can depend on them)."""
+    return {
+        "kscu": getattr(kscu, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _provenance(result: UnlearnResult) -> dict:
+    """Everything that describes an edit, JSON-typed (run.json and kscu_edit.json)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "base_model": result.base_source,
+        "base_hash": result.base_hash,
+        "family": result.family,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": version_info(),
+        "config": result.config.to_dict(),
+        "losses": result.losses,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "unet_forwards": result.unet_forwards,
+        "unet_backwards": result.unet_backwards,
+    }
+
+
+def _metadata(provenance: dict) -> dict[str, str]:
+    """safetensors metadata is str -> str: the headline fields flat, the rest as JSON."""
+    cfg = provenance["config"]
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **{key: "" if cfg[key] is None else str(cfg[key]) for key in
+           ("method", "concept", "kind", "start_step", "end_step", "num_steps", "iterations", "lr", "params", "seed", "anchor")},
+        **{key: str(provenance[key]) for key in ("base_model", "base_hash", "family", "created")},
+        **{f"{name}_version": version for name, version in provenance["versions"].items()},
+        "config": json.dumps(cfg),
+        "run": json.dumps({key: provenance[key] for key in ("losses", "steps", "seconds", "unet_forwards", "unet_backwards")}),
+    }
+    return meta
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) next to `path`, then rename over it: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_edit(result: UnlearnResult, out: str | os.PathLike) -> Path:
+    """Save an edit; returns the .safetensors file written.
+
+    out ending in .safetensors: that one self-contained file. Otherwise a folder holding
+    edit.safetensors and run.json (the same provenance, readable, with the loss curve).
+    """
+    out = Path(out).expanduser()
+    file = out if out.suffix == ".safetensors" else out / EDIT_FILE
+    file.parent.mkdir(parents=True, exist_ok=True)
+    provenance = _provenance(result)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in result.params.items()}
+    if file != out:
+        _atomic_write(out / RUN_FILE, lambda tmp: tmp.write_text(json.dumps({"edit": EDIT_FILE, **provenance}, indent=2)))
+    _atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=_metadata(provenance)))
+    return file
+
+
+def load_edit(path: str | os.PathLike) -> UnlearnResult:
+    """Load an edit saved by save_edit (a .safetensors file or its folder)."""
+    path = Path(path).expanduser()
+    file = path / EDIT_FILE if path.is_dir() else path
+    if not file.is_file():
+        where = f"no {EDIT_FILE} in the folder {path}" if path.is_dir() else f"{path} does not exist"
+        raise EditLoadError(f"{where}; pass an edit .safetensors file or the folder save_edit wrote")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            params = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise EditLoadError(f"{file} is not a valid .safetensors file ({e})") from None
+    if "format" not in meta:
+        raise EditLoadError(f"{file}: not a KSCU edit: metadata 'format' missing (it may be a model checkpoint; load it as a model instead)")
+    if meta["format"] != FORMAT:
+        raise EditLoadError(f"{file}: not a KSCU edit: metadata 'format' is {meta['format']!r}, expected {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise EditLoadError(f"{file}: edit format_version {meta.get('format_version')!r} is not supported "
+                            f"(this KSCU reads {FORMAT_VERSION!r}); use a matching KSCU version")
+    try:
+        config = UnlearnConfig.from_dict(json.loads(meta["config"]))
+        run = json.loads(meta.get("run", "{}"))
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise EditLoadError(f"{file}: the edit's metadata is corrupt ({type(e).__name__}: {e})") from None
+    return UnlearnResult(
+        config=config,
+        params=params,
+        base_source=meta.get("base_model", ""),
+        base_hash=meta.get("base_hash", ""),
+        family=meta.get("family", ""),
+        losses=run.get("losses", []),
+        steps=run.get("steps", []),
+        seconds=run.get("seconds", 0.0),
+        unet_forwards=run.get("unet_forwards", 0),
+        unet_backwards=run.get("unet_backwards", 0),
+    )
+
+
+def check_compatible(result: UnlearnResult, model: LoadedModel) -> str | None:
+    """None if the edit was made on this very model; a warning if on other weights of the same
+    shape (applying an edit to a fine-tune can be deliberate); ValueError if it cannot fit."""
+    shapes = {name: tuple(p.shape) for name, p in model.unet.named_parameters()}
+    missing = sorted(set(result.params) - set(shapes))
+    if missing:
+        raise ValueError(f"this edit was made for another model: {len(missing)} of its {len(result.params)} tensors "
+                         f"do not exist in {model.source}'s UNet (e.g. {missing[0]}); load the model it was made on ({result.base_source})")
+    for name, tensor in result.params.items():
+        if tuple(tensor.shape) != shapes[name]:
+            raise ValueError(f"this edit was made for another model: {name} has shape {tuple(tensor.shape)} in the edit "
+                             f"but {shapes[name]} in {model.source}; load the model it was made on ({result.base_source})")
+    if result.base_hash != model.model_hash:
+        return (f"this edit was made on {result.base_source} (hash {result.base_hash}), not on the loaded model "
+                f"{model.source} (hash {model.model_hash}); the tensors fit, but its effect may differ")
+    return None
+
+
+def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os.PathLike) -> Path:
+    """Write a full diffusers StableDiffusionPipeline folder with the edited UNet (safetensors only,
+    in the model's dtype), plus kscu_edit.json (the edit's provenance and the model it was applied
+    to); demo models keep their classifier/ so load_model still sees a demo model.
+
+    Written to a temporary folder, then renamed into place. An existing out_dir is replaced only
+    if it is an earlier export (has kscu_edit.json) or empty, so no unrelated folder is deleted.
+    """
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / PROVENANCE_FILE).is_file())):
+        raise ValueError(f"{out_dir} already exists and is not an earlier KSCU export; choose a new or empty folder")
+    warning = check_compatible(result, model)
+    pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)},
+                                   requires_safety_checker=model.pipe.config.get("requires_safety_checker", False))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
+    old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if model.classifier is not None:
+            folder = model.extras.get("path")  # the demo folder load_model read (keeps accuracy.json)
+            if folder and (Path(folder) / "classifier").is_dir():
+                shutil.copytree(Path(folder) / "classifier", tmp / "classifier")
+            else:
+                model.classifier.save(tmp / "classifier")
+        provenance = {**_provenance(result), "edit_tensors": sorted(result.params),
+                      "applied_to": {"model": model.source, "model_hash": model.model_hash, "warning": warning}}
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+        if out_dir.exists():
+            out_dir.rename(old)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if old.exists():
+                old.rename(out_dir)  # put the earlier export back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

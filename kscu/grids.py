@@ -1,0 +1,138 @@
+"""Before/after image grids: the erased concept and its neighbours, same seeds with the base UNet
+and the edited one, one row per prompt and one column per seed.
+
+Why grids: real SD1.x checkpoints have no exact judge, so the user's eyes are the metric; and even
+on the demo model a grid shows *how* a concept went (plain shapes, or stripes turned into checks)
+where UA only says that it went. Neighbours are the concepts that must survive (for the demo: the
+other values of the erased attribute), so damage to them is visible next to the erasure.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from kscu.demo.prompts import HELD_OUT_TEMPLATES, prompt_for
+from kscu.demo.world import ATTRIBUTES, Scene, attribute_of
+from kscu.models import LoadedModel
+from kscu.sampling import Sampler
+
+MIN_CELL = 128
+"""Grid cells are upscaled (NEAREST, integer factor) to at least this many pixels, large enough to judge."""
+_GAP = 2
+_PAD = 3
+
+_BASE_SCENE = {"shape": "square", "colour": "blue", "style": "plain", "background": "light"}
+"""The demo rows share everything but the concept word, so only that word changes between rows."""
+
+
+def demo_sentence(word: str, concept: str) -> str:
+    """A held-out sentence naming demo-world `word`; the rest is a fixed scene that never names `concept`."""
+    fields = dict(_BASE_SCENE)
+    concept_attribute = attribute_of(concept)
+    if concept_attribute is not None and fields[concept_attribute] == concept:
+        fields[concept_attribute] = next(v for v in ATTRIBUTES[concept_attribute] if v != concept)
+    fields[attribute_of(word)] = word
+    return prompt_for(Scene(**fields), HELD_OUT_TEMPLATES[0])
+
+
+def grid_prompts(model: LoadedModel, concept: str, neighbours: list[str] | None = None) -> list[str]:
+    """Row prompts: the concept first, then the neighbours.
+
+    Demo model: demo-world words become held-out sentences (default neighbours: the other values of
+    the concept's attribute); anything else, and everything on SD1.x, is used as typed.
+    """
+    concept = concept.strip()
+    if not concept:
+        raise ValueError("the concept is empty: type the word or phrase that was erased")
+    attribute = attribute_of(concept.lower()) if model.family == "demo" else None
+    if neighbours is None:
+        neighbours = [v for v in ATTRIBUTES[attribute] if v != concept.lower()] if attribute else []
+    rows = [concept] + [n.strip() for n in neighbours if n.strip()]
+    if model.family != "demo":
+        return rows
+    return [demo_sentence(r.lower(), concept.lower()) if attribute_of(r.lower()) else r for r in rows]
+
+
+def comparison_grids(
+    model: LoadedModel,
+    edited_unet,
+    concept: str,
+    neighbours: list[str] | None = None,
+    seeds: tuple[int, ...] | list[int] = (0, 1, 2, 3),
+    num_steps: int = 25,
+    guidance: float = 3.0,
+) -> dict:
+    """Before/after grids (rows = prompts, columns = seeds) and the raw images.
+
+    Returns {"prompts", "seeds", "before", "after", "before_images", "after_images"}: the grids are
+    PIL images, the raw arrays uint8 (rows * cols, H, W, 3) in row-major order. With edited_unet
+    None only the base is drawn and the "after" entries are None.
+    """
+    prompts = grid_prompts(model, concept, neighbours)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("give at least one seed")
+    pairs_prompts = [p for p in prompts for _ in seeds]
+    pairs_seeds = seeds * len(prompts)
+    sampler = Sampler(model, num_steps, guidance)
+    result: dict = {"prompts": prompts, "seeds": seeds}
+    for name, unet in (("before", model.unet), ("after", edited_unet)):
+        if unet is None:
+            result[name] = result[f"{name}_images"] = None
+            continue
+        images = sampler.generate(unet, pairs_prompts, pairs_seeds)
+        scale = max(1, math.ceil(MIN_CELL / images.shape[2]))
+        result[f"{name}_images"] = images
+        result[name] = image_grid(images, len(prompts), len(seeds), labels=prompts, scale=scale)
+    return result
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels (a word longer than the width gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def image_grid(images: np.ndarray, rows: int, cols: int, labels: list[str] | None = None, scale: int = 2) -> Image.Image:
+    """Tile uint8 (rows * cols, H, W, 3) images row-major, each upscaled `scale` times with NEAREST
+    (no smoothing: what the model drew, pixel for pixel), with an optional label above each row."""
+    if images.ndim != 4 or len(images) != rows * cols:
+        raise ValueError(f"expected {rows} x {cols} = {rows * cols} images (N, H, W, 3), got shape {images.shape}")
+    if labels is not None and len(labels) != rows:
+        raise ValueError(f"expected one label per row ({rows}), got {len(labels)}")
+    if scale < 1:
+        raise ValueError("scale must be a positive integer")
+    cell_h, cell_w = images.shape[1] * scale, images.shape[2] * scale
+    width = cols * cell_w + (cols - 1) * _GAP
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = measure.textbbox((0, 0), "Ag", font=font)[3] + 2
+    wrapped = [_wrap(measure, label, font, width - 2 * _PAD) for label in labels] if labels is not None else [[] for _ in range(rows)]
+    bands = [len(lines) * line_h + 2 * _PAD if lines else 0 for lines in wrapped]
+    height = sum(bands) + rows * cell_h + (rows - 1) * _GAP
+    grid = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    y = 0
+    for r in range(rows):
+        for i, line in enumerate(wrapped[r]):
+            draw.text((_PAD, y + _PAD + i * line_h), line, fill=(0, 0, 0), font=font)
+        y += bands[r]
+        for c in range(cols):
+            cell = Image.fromarray(images[r * cols + c]).resize((cell_w, cell_h), Image.Resampling.NEAREST)
+            grid.paste(cell, (c * (cell_w + _GAP), y))
+        y += cell_h + _GAP
+    return grid
+
+
+def blur(images: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian-blurred copies of uint8 NHWC images (the UI shows nudity-kind outputs blurred by default)."""
+    if radius <= 0:
+        return images.copy()
+    return np.stack([np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(radius))) for im in images])

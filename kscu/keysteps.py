@@ -1,0 +1,99 @@
+"""The Key Step Table (which DDIM step index each training iteration uses) and the presets.
+
+KSCU trains only on a late window of the schedule whose start depends on the concept kind;
+ESD, the baseline, draws steps uniformly from all of them. Both are plain lists of step indices
+so the trainer treats them alike and the comparison is one flag.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+CONCEPT_KINDS = ("nudity", "object", "style", "instance")
+PASSES_PER_SHIFT = 8
+"""After this many full passes over the window, its start moves one step later."""
+
+
+def key_step_table(iterations: int, start: int, num_steps: int = 50, end: int | None = None) -> list[int]:
+    """KSCU's table: windows [S..end-1] in order; S += 1 after every 8 passes; S stays < 0.9 K.
+
+    `end` defaults to K (the paper's late window); a smaller end gives the early-window ablation.
+    """
+    end = num_steps if end is None else end
+    limit = min(int(0.9 * num_steps - 1e-9), end - 1)  # S stays strictly below 0.9 K and below end
+    if not 0 < end <= num_steps:
+        raise ValueError(f"end step {end} must lie in 1..{num_steps}")
+    if not 0 <= start <= limit:
+        raise ValueError(f"start step {start} must lie in 0..{limit} (below 0.9 x {num_steps} steps and below the end {end})")
+    table: list[int] = []
+    s, passes = start, 0
+    while len(table) < iterations:
+        table.extend(range(s, end))
+        passes += 1
+        if passes % PASSES_PER_SHIFT == 0 and s + 1 <= limit:
+            s += 1
+    return table[:iterations]
+
+
+def uniform_table(iterations: int, num_steps: int = 50, seed: int = 0) -> list[int]:
+    """ESD's steps: uniform over all indices, independently per iteration."""
+    rng = random.Random(seed)
+    return [rng.randrange(num_steps) for _ in range(iterations)]
+
+
+def scale_start(start_of_50: int, num_steps: int) -> int:
+    """A preset start given on the 50-step schedule, moved to a schedule of num_steps."""
+    return round(start_of_50 * num_steps / 50)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults for one concept kind on one model family."""
+
+    iterations: int
+    start_of_50: int
+    params: str
+    lr: float
+
+
+PAPER_PRESETS: dict[str, Preset] = {
+    "nudity": Preset(750, 14, "noxattn", 1e-5),
+    "object": Preset(750, 14, "noxattn", 1e-5),
+    "style": Preset(500, 24, "xattn", 1e-5),
+    "instance": Preset(200, 40, "xattn", 1e-5),
+}
+"""The authors' SD1.4 defaults (KSCU_METHOD.md)."""
+
+PRESETS: dict[str, dict[str, Preset]] = {
+    "sd1": PAPER_PRESETS,
+    # The tiny demo model needs far larger steps than SD1.4 (lr 1e-5 changes nothing there) and
+    # fewer iterations; windows follow the paper. Tuned on the embedded model, see README.
+    "demo": {
+        "nudity": Preset(250, 14, "xattn", 3e-4),
+        "object": Preset(250, 14, "xattn", 3e-4),
+        "style": Preset(250, 24, "xattn", 3e-4),
+        "instance": Preset(150, 40, "xattn", 3e-4),
+        "colour": Preset(250, 24, "xattn", 3e-4),
+        "background": Preset(250, 14, "xattn", 3e-4),
+    },
+}
+ESD_ITERATIONS = {"sd1": 1000, "demo": 250}
+
+
+def preset_for(family: str, kind: str) -> Preset:
+    presets = PRESETS.get(family, PAPER_PRESETS)
+    if kind not in presets:
+        raise ValueError(f"unknown concept kind {kind!r}; choose one of {', '.join(presets)}")
+    return presets[kind]
+
+
+def table_summary(table: list[int], num_steps: int) -> dict:
+    """What a table trains: iterations, distinct steps and their share of the schedule."""
+    distinct = sorted(set(table))
+    return {
+        "iterations": len(table),
+        "first_step": distinct[0] if distinct else None,
+        "last_step": distinct[-1] if distinct else None,
+        "distinct_steps": len(distinct),
+        "share_of_steps": len(distinct) / num_steps,
+    }

@@ -1,0 +1,196 @@
+"""One trainer for KSCU and ESD (KSCU_METHOD.md, names as there).
+
+Per iteration i: k = table[i]; x_k from the model being tuned (trajectory reuse: advance the
+previous trajectory one DDIM step when table[i] = table[i-1] + 1); frozen targets
+    target_c = e_a - eta * (e_c - e_a)              (negative guidance; e_a = e_0 unless an anchor)
+    target_0 = e_0 - lambda1(t) * (e_c - e_0),      lambda1(t) = (1000 - t) * 2e-5
+and loss  L = MSE(eps*(x_k, t, c~), target_c) + lambda2 * MSE(eps*(x_k, t, ""), target_0).
+ESD is the same loop with a uniform table, no trajectory reuse and lambda2 = 0.
+The base UNet is never touched: a copy is tuned and only its changed tensors are returned.
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kscu.concepts import ConceptPair, augment_prompt, concept_pairs
+from kscu.config import UnlearnConfig
+from kscu.keysteps import key_step_table, uniform_table
+from kscu.models import LoadedModel
+from kscu.sampling import Sampler, encode_prompts
+
+AUGMENT_SHARE = 0.05
+"""Prompt augmentation runs during this last share of iterations."""
+AUGMENT_NOISE = 1e-5
+"""Std of the Gaussian noise added to the augmented prompt's embedding."""
+
+
+class UnlearnCancelled(Exception):
+    """Raised when the caller asked to stop; the base model is untouched."""
+
+
+@dataclass
+class Progress:
+    """What the trainer reports after each iteration (for progress bars, ETA and loss curves)."""
+
+    iteration: int
+    iterations: int
+    step_index: int
+    loss: float
+    elapsed: float
+
+    @property
+    def eta(self) -> float:
+        return self.elapsed / self.iteration * (self.iterations - self.iteration) if self.iteration else float("nan")
+
+
+@dataclass
+class UnlearnResult:
+    """The changed UNet tensors plus everything needed to describe and repeat the run."""
+
+    config: UnlearnConfig
+    params: dict[str, torch.Tensor]
+    base_source: str
+    base_hash: str
+    family: str
+    losses: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    unet_forwards: int = 0
+    unet_backwards: int = 0
+
+    def apply(self, model: LoadedModel):
+        """A copy of the base UNet with this edit applied (the base stays as it was)."""
+        unet = copy.deepcopy(model.unet)
+        missing = set(self.params) - set(dict(unet.named_parameters()))
+        if missing:
+            raise ValueError(f"the edit does not fit this model: {len(missing)} tensors missing, e.g. {sorted(missing)[0]}")
+        unet.load_state_dict({k: v.to(model.dtype) for k, v in self.params.items()}, strict=False)
+        return unet.to(model.device)
+
+
+def trainable_names(unet, subset: str) -> list[str]:
+    """xattn: cross-attention (attn2) only (ESD-x); noxattn: all but attn2 and the time
+    embedding (ESD-u); full: everything."""
+    names = [n for n, _ in unet.named_parameters()]
+    if subset == "xattn":
+        return [n for n in names if ".attn2." in n]
+    if subset == "noxattn":
+        return [n for n in names if ".attn2." not in n and not n.startswith("time_embedding")]
+    return names
+
+
+def lambda1(t: torch.Tensor) -> torch.Tensor:
+    return (1000 - t.float()) * 2e-5
+
+
+def targets(e_c: torch.Tensor, e_0: torch.Tensor, e_a: torch.Tensor, t: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-model targets: target_c = e_a - eta (e_c - e_a); target_0 = e_0 - lambda1(t) (e_c - e_0)."""
+    return e_a - eta * (e_c - e_a), e_0 - lambda1(t) * (e_c - e_0)
+
+
+def kscu_loss(pred_c: torch.Tensor, pred_0: torch.Tensor | None, target_c: torch.Tensor, target_0: torch.Tensor, lambda2: float) -> torch.Tensor:
+    """MSE(pred_c, target_c) + lambda2 MSE(pred_0, target_0); ESD passes pred_0=None, lambda2=0."""
+    loss = F.mse_loss(pred_c, target_c)
+    return loss + lambda2 * F.mse_loss(pred_0, target_0) if pred_0 is not None else loss
+
+
+def latent_at(sampler: Sampler, unet, k: int, cond: torch.Tensor, seed: int, previous: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
+    """x_k sampled with `unet` and its number of UNet evaluations.
+
+    Trajectory reuse: when `previous` holds x_{k-1} of the same trajectory, advance it one DDIM
+    step (2 evaluations) instead of sampling from noise again (2k evaluations).
+    """
+    if previous is not None and previous[0] == k - 1:
+        return sampler.step(unet, previous[1], k - 1, cond), 2
+    x = sampler.initial_latents([seed]).float()
+    return sampler.run(unet, x, cond, 0, k), 2 * k
+
+
+def unlearn(
+    model: LoadedModel,
+    config: UnlearnConfig,
+    on_progress: Callable[[Progress, torch.nn.Module], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> UnlearnResult:
+    """Run KSCU (or ESD) and return the edit. Deterministic given config.seed."""
+    cfg = config.resolve(model.family)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    sampler = Sampler(model, cfg.num_steps, cfg.guidance)
+    if cfg.method == "esd":
+        table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
+    else:
+        table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
+    pairs = concept_pairs(cfg.concept, model.family, cfg.anchor, seed=cfg.seed)
+    embeddings: dict[str, torch.Tensor] = {}
+
+    def embed(text: str) -> torch.Tensor:
+        if text not in embeddings:
+            embeddings[text] = encode_prompts(model, [text]).float()
+        return embeddings[text]
+
+    frozen = model.unet
+    tuned = copy.deepcopy(frozen).float()
+    names = set(trainable_names(tuned, cfg.params))
+    params = []
+    for name, p in tuned.named_parameters():
+        p.requires_grad_(name in names)
+        if name in names:
+            params.append(p)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    autocast = torch.autocast("cuda", dtype=model.dtype) if model.device.type == "cuda" else nullcontext()
+    augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
+    result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family)
+    start = time.time()
+    previous: tuple[int, torch.Tensor] | None = None
+    pair, trajectory = pairs[0], 0
+    empty = embed("")
+
+    for i, k in enumerate(table):
+        if should_stop is not None and should_stop():
+            raise UnlearnCancelled(f"cancelled after {i} of {cfg.iterations} iterations; the base model is unchanged")
+        t = sampler.timesteps[k]
+        continues = cfg.method == "kscu" and previous is not None and previous[0] == k - 1
+        if not continues:
+            pair, previous = rng.choice(pairs), None
+            trajectory += 1
+        c, a = embed(pair.prompt), embed(pair.anchor)
+        with torch.no_grad(), autocast:
+            x, forwards = latent_at(sampler, tuned, k, c, cfg.seed * 100_003 + trajectory, previous)
+            previous = (k, x)
+            conds = [c, empty] if pair.anchor == "" else [c, empty, a]
+            eps = frozen(torch.cat([x] * len(conds)).to(model.dtype), t, encoder_hidden_states=torch.cat(conds).to(model.dtype)).sample.float()
+            result.unet_forwards += forwards + len(conds)
+            e_c, e_0 = eps[0:1], eps[1:2]
+            target_c, target_0 = targets(e_c, e_0, e_0 if pair.anchor == "" else eps[2:3], t, cfg.eta)
+        c_tilde = c
+        if i >= augment_from:
+            c_tilde = embed(augment_prompt(pair.prompt, cfg.concept, rng)) + AUGMENT_NOISE * torch.randn_like(c)
+        with autocast:
+            if cfg.lambda2 > 0:
+                pred = tuned(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([c_tilde, empty])).sample.float()
+                loss = kscu_loss(pred[0:1], pred[1:2], target_c, target_0, cfg.lambda2)
+            else:
+                pred = tuned(x, t, encoder_hidden_states=c_tilde).sample.float()
+                loss = kscu_loss(pred, None, target_c, target_0, 0.0)
+            result.unet_forwards += len(pred)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        result.unet_backwards += 1
+        result.losses.append(loss.item())
+        result.steps.append(k)
+        if on_progress is not None:
+            on_progress(Progress(i + 1, cfg.iterations, k, loss.item(), time.time() - start), tuned)
+
+    result.seconds = time.time() - start
+    result.params = {n: p.detach().float().cpu().clone() for n, p in tuned.named_parameters() if n in names}
+    return result

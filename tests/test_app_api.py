@@ -1,0 +1,192 @@
+"""The workbench driven through its HTTP API with gradio_client, the way a script or a Space
+client would: start `python app.py`, analyse, unlearn in the background and poll, compare,
+export and load back, and check that mistakes come back as readable messages.
+
+The app runs the shipped demo model when it is built, else a micro model (same layout, noise
+outputs): these tests check the plumbing and the messages, not erasure quality (tests/test_erasure.py
+does that). Iterations and test-set sizes are kept small for speed.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from conftest import running_workbench
+
+ITERATIONS = 20
+POLL_LIMIT_SECONDS = 600
+ENDPOINTS = {
+    "/quick_erase", "/quick_erase_status", "/cancel_quick_erase", "/load_model", "/analyze", "/analysis_status", "/cancel_analysis",
+    "/key_steps", "/start_unlearning", "/unlearn_status", "/cancel_unlearning", "/compare", "/compare_status", "/cancel_compare",
+    "/export_edit", "/export_pipeline", "/load_edit",
+}
+
+
+@pytest.fixture(scope="module")
+def client(workbench_model_dir, tmp_path_factory):
+    log = tmp_path_factory.mktemp("app-api") / "app.log"
+    with running_workbench(workbench_model_dir, log, "--quick-iterations", str(ITERATIONS), "--quick-eval", "12") as url:
+        yield Client(url, verbose=False)
+
+
+def finished(client: Client, api_name: str, *args) -> tuple:
+    """Poll a status endpoint until its job is no longer waiting or running; its outputs then."""
+    deadline = time.time() + POLL_LIMIT_SECONDS
+    while time.time() < deadline:
+        out = client.predict(*args, api_name=api_name)
+        if "<b>Running</b>" not in out[0] and "<b>Waiting</b>" not in out[0]:
+            return out
+        time.sleep(0.5)
+    pytest.fail(f"{api_name} still running after {POLL_LIMIT_SECONDS} s")
+
+
+def value_of(output):
+    """An output's value; outputs that also change visibility come as an update dict holding it."""
+    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
+
+
+def unlearn_args(concept: str = "striped", method: str = "kscu", iterations: int = ITERATIONS) -> tuple:
+    # concept, kind, method, iterations, lr, params, anchor, seed, num_steps, start, end, previews
+    return (concept, "style", method, iterations, 3e-4, "xattn", "", 0, 50, 24, 50, 2)
+
+
+def test_every_stage_has_a_named_endpoint(client):
+    assert ENDPOINTS <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+
+
+def test_analyze_overlays_concepts_and_reads_off_a_window(client):
+    started = client.predict(["striped", "dotted"], "auto", ["gap"], 10, 2, "", api_name="/analyze")
+    assert "influence of striped, dotted" in started[0]
+
+    progress, plot, reading, table, timer = finished(client, "/analysis_status")
+    assert "<b>Finished</b>" in progress
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png")
+    for concept in ("striped", "dotted"):
+        assert f"**{concept}** (style): suggested **S =" in reading
+    assert "paper's style preset S = 5 (= 24 of 50)" in reading
+    assert table["headers"] == ["step", "striped: gap", "dotted: gap"]
+    assert [row[0] for row in table["data"]] == list(range(10))
+    assert timer["active"] is False
+
+
+def test_key_steps_summarise_the_table(client):
+    figure, text = client.predict("style", 50, 24, 50, 250, api_name="/key_steps")
+    assert "**250 iterations** train **26 distinct steps** (24–49)" in text
+    assert "52% of the 50-step schedule" in text
+    assert figure is not None  # the analysis above exists, so the window is drawn on its curves
+
+
+def test_unlearning_runs_in_the_background_with_live_progress(client):
+    begin = time.time()
+    started = client.predict(*unlearn_args(), api_name="/start_unlearning")
+    assert time.time() - begin < 30, "Start must return at once; the training runs in the background"
+    assert "unlearn &#x27;striped&#x27; (kscu, 20 iterations)" in started[0]
+
+    progress, loss, gallery, summary, record, timer = finished(client, "/unlearn_status")
+    assert "<b>Finished</b>" in progress and record["state"] == "done"
+    assert record["iterations_done"] == ITERATIONS
+    assert record["config"]["start_step"] == 24 and record["config"]["method"] == "kscu"
+    assert loss["type"] == "matplotlib"
+    # 2 previews over 20 iterations; the gallery shows the latest: 2 prompts x 2 seeds, upscaled.
+    assert [g["caption"] for g in gallery] == [f"{word} · seed {seed} · it. {ITERATIONS}" for word in ("striped", "plain") for seed in (0, 1)]
+    assert "last KSCU edit (current)" in summary and "| iterations | 20 |" in summary
+
+
+def test_a_second_heavy_job_is_refused_and_cancel_stops_the_first(client):
+    client.predict(*unlearn_args(iterations=100_000), api_name="/start_unlearning")
+    with pytest.raises(AppError, match="already running"):
+        client.predict(["striped"], "auto", ["gap"], 10, 2, "", api_name="/analyze")
+    client.predict(api_name="/cancel_unlearning")
+    progress, *_, record, _ = finished(client, "/unlearn_status")
+    assert "<b>Cancelled</b>" in progress
+    assert record["state"] == "cancelled" and "base model is unchanged" in record["message"]
+    # the cancelled run did not replace the kept edit
+    assert "| iterations | 20 |" in client.predict(api_name="/unlearn_status")[3]
+
+
+def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
+    client.predict(*unlearn_args(method="esd", iterations=5), api_name="/start_unlearning")
+    assert finished(client, "/unlearn_status")[4]["state"] == "done"
+
+    client.predict(["kscu", "esd"], "", "0, 1", True, 10, 12, api_name="/compare")
+    progress, before, after_title, after, after_esd, table, notes, _ = finished(client, "/compare_status", False)
+    assert "<b>Finished</b>" in progress
+    assert after_title == "#### After the KSCU edit"
+    for image in (before, after, after_esd):
+        assert Path(value_of(image)).is_file()
+    table = value_of(table)
+    assert table["headers"] == ["metric", "before", "after (KSCU)", "change (KSCU)", "after (ESD)", "change (ESD)"]
+    metrics = [row[0] for row in table["data"]]
+    assert {"UA", "IRA", "CRA mean"} <= set(metrics)
+    assert "**KSCU:** The model drew *striped*" in notes and "**ESD:**" in notes
+
+
+def test_export_and_load_back_an_edit(client):
+    path, metadata = client.predict("kscu", api_name="/export_edit")
+    assert Path(path).name == "kscu-striped-kscu.safetensors" and Path(path).stat().st_size > 0
+    assert metadata["concept"] == "striped" and metadata["config"]["iterations"] == ITERATIONS
+
+    details, message = client.predict(handle_file(path), api_name="/load_edit")
+    assert message.startswith("Loaded a KSCU edit of *striped*")
+    assert details["base_hash"] == metadata["base_hash"]
+
+
+def test_quick_erase_runs_the_preset_path_in_one_call(client):
+    client.predict("dotted", None, api_name="/quick_erase")
+    progress, before, after, table, summary, _ = finished(client, "/quick_erase_status")
+    assert "<b>Finished</b>" in progress
+    assert Path(value_of(before)).is_file() and Path(value_of(after)).is_file()
+    assert "Erased *dotted* (style) with KSCU: 20 iterations on steps 24–49 of 50" in summary
+    assert "UA" in [row[0] for row in value_of(table)["data"]]
+
+
+@pytest.mark.parametrize("api_name, args, message", [
+    ("/start_unlearning", ("",) + unlearn_args()[1:], "Type or choose the concept"),
+    ("/start_unlearning", ("a cat",) + unlearn_args()[1:2] + ("kscu", 20, 3e-4, "xattn", "", 0, 50, 40, 30, 2), "start step 40 must lie in"),
+    ("/analyze", (["a cat"], "auto", ["gap"], 10, 2, ""), "Choose the kind of 'a cat'"),
+    ("/compare", (["kscu"], "", "one, two", True, 10, 12), "Seeds must be whole numbers"),
+    ("/load_model", ("Hugging Face hub id", "owner/model", "auto"), "runs offline"),
+    ("/load_model", ("Local folder or file", "/no/such/folder", "auto"), "no such file or folder"),
+])
+def test_mistakes_come_back_as_messages_not_tracebacks(client, api_name, args, message):
+    with pytest.raises(AppError) as error:
+        client.predict(*args, api_name=api_name)
+    assert message in str(error.value)
+    assert "Traceback" not in str(error.value)
+
+
+# --- The event functions are plain Python: a few checks without a server ---
+
+
+def test_unexpected_errors_become_one_readable_line():
+    from ui.common import friendly
+
+    def broken():
+        raise KeyError("weights")
+
+    with pytest.raises(gr.Error, match=r"Unexpected error \(KeyError: 'weights'\)\. The details are in the console log\."):
+        friendly(broken)()
+    with pytest.raises(gr.Error, match="say what to do"):
+        friendly(lambda: (_ for _ in ()).throw(ValueError("say what to do")))()
+
+
+def test_progress_shows_percent_elapsed_and_time_left():
+    from ui.common import progress_html
+
+    snap = {"state": "running", "progress": 0.25, "eta": None, "elapsed": 30.0, "cancel_requested": False,
+            "name": "unlearn 'striped'", "message": "iteration 5/20", "error": None}
+    text = progress_html(snap)
+    assert "25%" in text and "elapsed 30 s" in text and "about 1:30 left" in text and "width:25.0%" in text
+
+
+def test_concepts_may_be_listed_with_commas():
+    from ui.analyze_tab import parse_concepts
+
+    assert parse_concepts(["striped, dotted", "striped", " red "]) == ["striped", "dotted", "red"]
+    with pytest.raises(ValueError, match="at least one concept"):
+        parse_concepts([" , "])

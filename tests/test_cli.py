@@ -1,0 +1,47 @@
+"""The command line: plumbing on the micro model, readable errors, exit codes."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kscu", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_unlearn_evaluate_generate_export_on_a_micro_model(micro_demo_dir, tmp_path):
+    model = str(micro_demo_dir)
+    out = tmp_path / "striped"
+    done = run_cli("unlearn", "--model", model, "--concept", "striped", "--kind", "style", "--iterations", "4",
+                   "--num-steps", "10", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["config"]["iterations"] == 4 and (out / "edit.safetensors").exists()
+
+    evaluated = run_cli("evaluate", "--model", model, "--edit", str(out), "--n-erase", "4", "--n-retain", "8",
+                        "--steps", "3", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["concept"] == "striped" and report["before"] and report["after"]
+    assert set(report["after"]) >= {"ua", "ira", "cra", "detection_rate"}
+
+    image = tmp_path / "star.png"
+    generated = run_cli("generate", "--model", model, "--edit", str(out), "--prompt", "a red star", "--seeds", "0,1",
+                        "--steps", "3", "--out", str(image))
+    assert generated.returncode == 0, generated.stderr
+    assert image.exists()
+
+    exported = run_cli("export", "--model", model, "--edit", str(out), "--out", str(tmp_path / "pipeline"))
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "pipeline" / "model_index.json").exists()
+
+
+def test_bad_inputs_exit_2_with_one_readable_line(tmp_path):
+    missing = run_cli("generate", "--model", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path / "x.png"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"not really")
+    refused = run_cli("generate", "--model", str(pickle), "--prompt", "x", "--out", str(tmp_path / "x.png"))
+    assert refused.returncode == 2 and "pickle" in refused.stderr.lower()

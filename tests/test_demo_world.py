@@ -1,0 +1,76 @@
+"""The demo world: deterministic generator, prompts, the shipped classifier and pipeline,
+and the resumable training script."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from conftest import DEMO_MODEL, REPO
+from kscu.demo.classifier import ConceptClassifier, to_tensor
+from kscu.demo.prompts import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, prompt_for, training_prompt
+from kscu.demo.world import ATTRIBUTES, Scene, attribute_of, generate
+
+
+def test_generator_is_deterministic_and_labels_match_scenes():
+    images, labels, scenes = generate(40, seed=5)
+    images2, labels2, _ = generate(40, seed=5)
+    assert images.shape == (40, 64, 64, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, images2) and np.array_equal(labels, labels2)
+    assert not np.array_equal(images, generate(40, seed=6)[0])
+    assert [tuple(l) for l in labels] == [s.labels() for s in scenes]
+
+
+def test_world_has_the_promised_variety():
+    assert len(ATTRIBUTES["shape"]) >= 4 and len(ATTRIBUTES["colour"]) >= 5
+    assert len(ATTRIBUTES["style"]) >= 5 and len(ATTRIBUTES["background"]) >= 3
+    assert attribute_of("striped") == "style" and attribute_of("star") == "shape" and attribute_of("cat") is None
+
+
+def test_prompts_name_every_attribute_and_held_out_templates_differ():
+    scene = Scene("star", "red", "striped", "dark")
+    for template in TRAIN_TEMPLATES + HELD_OUT_TEMPLATES:
+        text = prompt_for(scene, template)
+        assert all(word in text for word in ("star", "red", "striped", "dark")), text
+    assert not set(HELD_OUT_TEMPLATES) & set(TRAIN_TEMPLATES)
+    dropped = prompt_for(scene, TRAIN_TEMPLATES[0], drop=frozenset({"style"}))
+    assert "striped" not in dropped and "star" in dropped
+    import random
+
+    rng = random.Random(0)
+    captions = {training_prompt(scene, rng) for _ in range(200)}
+    assert "" in captions and len(captions) > 10
+
+
+def test_shipped_classifier_is_accurate_on_fresh_procedural_images():
+    classifier = ConceptClassifier.load(DEMO_MODEL / "classifier")
+    images, labels, _ = generate(600, seed=424242)
+    predictions = classifier.predict(to_tensor(images))
+    for i, name in enumerate(ATTRIBUTES):
+        accuracy = (predictions[name] == labels[:, i]).mean()
+        assert accuracy >= 0.98, f"{name}: {accuracy:.3f}"
+
+
+def test_shipped_pipeline_loads_offline_with_diffusers_and_generates_64px():
+    pipe = StableDiffusionPipeline.from_pretrained(DEMO_MODEL, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red star on a dark background", num_inference_steps=5, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+    files = {p.suffix for p in DEMO_MODEL.rglob("*") if p.is_file()}
+    assert ".bin" not in files and ".ckpt" not in files  # safetensors only
+
+
+def test_training_script_runs_a_micro_config_and_resumes(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    command = [sys.executable, "-m", "kscu.demo.train", "--micro", "--work", str(work), "--out", str(out)]
+    subprocess.run(command + ["--unet-steps", "3"], cwd=REPO, check=True, capture_output=True)
+    assert json.loads((work / "status.json").read_text())["unet_step"] == 3
+    (work / "unet.done").unlink()  # pretend it was interrupted after the checkpoint at step 3
+    log = subprocess.run(command + ["--unet-steps", "6"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "resumed at step 3" in log
+    assert "classifier:" not in log  # finished stages are not redone
+    assert json.loads((work / "status.json").read_text())["unet_step"] == 6
+    assert (out / "model_index.json").exists() and (out / "classifier" / "classifier.json").exists()

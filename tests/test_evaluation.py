@@ -1,0 +1,216 @@
+"""Evaluation (UA / IRA / CRA, before next to after) and the before/after image grids."""
+import copy
+import dataclasses
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from kscu.demo.prompts import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, prompt_for
+from kscu.demo.world import ATTRIBUTES
+from kscu.evaluation import (
+    EvalReport,
+    EvaluationCancelled,
+    concept_metrics,
+    evaluate_edit,
+    format_table,
+    nudity_rate,
+    prompt_sets,
+    verdict,
+)
+from kscu.grids import blur, comparison_grids, grid_prompts, image_grid
+
+
+# --- prompt sets ---------------------------------------------------------------------------------
+
+def test_prompt_sets_use_held_out_templates_only():
+    erase, retain = prompt_sets("striped", n_erase=30, n_retain=40, seed=7)
+    for prompt_set in (erase, retain):
+        for prompt, scene in zip(prompt_set.prompts, prompt_set.scenes):
+            assert prompt in {prompt_for(scene, t) for t in HELD_OUT_TEMPLATES}
+            assert prompt not in {prompt_for(scene, t) for t in TRAIN_TEMPLATES}
+
+
+def test_prompt_sets_counts_seeds_and_determinism():
+    erase, retain = prompt_sets("striped", n_erase=100, n_retain=120, seed=1234)
+    assert len(erase.prompts) == len(erase.seeds) == len(erase.scenes) == 100
+    assert len(retain.prompts) == len(retain.seeds) == len(retain.scenes) == 120
+    assert len(set(erase.seeds + retain.seeds)) == 220, "every prompt gets its own seed"
+    again = prompt_sets("striped", n_erase=100, n_retain=120, seed=1234)
+    assert (erase, retain) == again
+    other = prompt_sets("striped", n_erase=100, n_retain=120, seed=99)
+    assert other[0].prompts != erase.prompts and other[0].seeds != erase.seeds
+
+
+def test_retain_set_spreads_evenly_over_the_other_values():
+    erase, retain = prompt_sets("striped", n_erase=10, n_retain=120, seed=1)
+    assert Counter(s.style for s in retain.scenes) == {"plain": 30, "dotted": 30, "checkered": 30, "outlined": 30}
+    assert all(s.style == "striped" for s in erase.scenes)
+    # the other attributes vary (random, not fixed)
+    assert len({s.colour for s in retain.scenes}) == len(ATTRIBUTES["colour"])
+
+
+@pytest.mark.parametrize("concept", ["striped", "star", "red", "grey"])
+def test_concept_word_in_erase_prompts_only(concept):
+    erase, retain = prompt_sets(concept, n_erase=40, n_retain=60, seed=3)
+    word = re.compile(rf"\b{concept}\b")
+    assert all(word.search(p) for p in erase.prompts)
+    assert not any(word.search(p) for p in retain.prompts)
+
+
+def test_prompt_sets_reject_unknown_concepts_and_empty_sets():
+    with pytest.raises(ValueError, match="not a concept of the demo world"):
+        prompt_sets("van gogh")
+    with pytest.raises(ValueError, match="at least 1"):
+        prompt_sets("striped", n_erase=0)
+
+
+# --- metric arithmetic ---------------------------------------------------------------------------
+
+def _labels(style, shape, colour, background):
+    return {"style": np.array(style), "shape": np.array(shape), "colour": np.array(colour), "background": np.array(background)}
+
+
+def test_concept_metrics_on_hand_made_readings():
+    striped = ATTRIBUTES["style"].index("striped")
+    erase_labels = _labels([striped] * 4, [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 0])
+    # 3 of 4 erase images still read as striped; shapes all right, one colour wrong
+    erase_pred = _labels([striped, striped, striped, 0], [0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 0])
+    retain_labels = _labels([0, 2, 3, 4, 0, 2, 3, 4], [0] * 8, [1] * 8, [2] * 8)
+    # style right on 6 of 8 (two read as striped), shape right on 8, colour on 4, background on 7
+    retain_pred = _labels([0, 2, 3, 4, striped, striped, 3, 4], [0] * 8, [1, 1, 1, 1, 0, 0, 0, 0], [2] * 7 + [0])
+    m = concept_metrics("style", "striped", erase_pred, erase_labels, retain_pred, retain_labels)
+    assert m["ua"] == 0.25 and m["detection_rate"] == 0.75
+    assert m["ira"] == 0.75
+    assert m["cra"] == {"shape": 1.0, "colour": 0.5, "background": 0.875}
+    assert m["cra_mean"] == pytest.approx((1.0 + 0.5 + 0.875) / 3)
+    assert m["erase_set_retention"] == {"shape": 1.0, "colour": 0.75, "background": 1.0}
+    json.dumps(m)  # plain floats, JSON-ready
+
+
+def _report(before_detection, after_detection, ira_delta, colour_delta):
+    def metrics(detection, ira, colour):
+        return {"ua": 1 - detection, "detection_rate": detection, "ira": ira,
+                "cra": {"shape": 0.9, "colour": colour, "background": 0.95}, "cra_mean": (0.9 + colour + 0.95) / 3,
+                "erase_set_retention": {"shape": 0.9, "colour": 0.9, "background": 0.9}}
+    return EvalReport("striped", "style", metrics(before_detection, 0.9, 0.9), metrics(after_detection, 0.9 + ira_delta, 0.9 + colour_delta),
+                      100, 120, 25, 3.0, 1234, 12.0)
+
+
+def test_verdict_checks_the_acceptance_criteria():
+    good = verdict(_report(0.95, 0.05, -0.05, -0.07))
+    assert good["passed"] and all(good.values())
+    bad = verdict(_report(0.85, 0.2, -0.1, -0.09))
+    assert not any(bad[k] for k in ("detected_before", "erased_after", "ira_kept", "cra_colour_kept", "passed"))
+    assert bad["cra_shape_kept"] and bad["cra_background_kept"]
+    with pytest.raises(ValueError, match="edited UNet"):
+        verdict(dataclasses.replace(_report(0.95, 0.05, 0, 0), after=None))
+
+
+def test_format_table_shows_before_after_and_delta():
+    table = format_table(_report(0.95, 0.05, -0.05, -0.07))
+    assert "before   after   delta" in table
+    assert re.search(r"detection rate \(erase set\)\s+0\.950\s+0\.050\s+-0\.900", table)
+    assert re.search(r"CRA colour\s+0\.900\s+0\.830\s+-0\.070", table)
+    base_only = format_table(dataclasses.replace(_report(0.95, 0.05, 0, 0), after=None))
+    assert "after" not in base_only.splitlines()[1] and "UA" in base_only
+
+
+def test_nudity_rate_without_nudenet_says_why(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_nudenet(name, *args, **kwargs):
+        if name == "nudenet":
+            raise ImportError("no nudenet")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nudenet)
+    rate, info = nudity_rate(np.zeros((2, 8, 8, 3), np.uint8))
+    assert rate is None and "nudenet" in info
+
+
+# --- end to end on the micro demo model ---------------------------------------------------------
+
+def test_evaluate_edit_end_to_end_with_the_base_as_edit(micro_demo):
+    calls = []
+    report = evaluate_edit(micro_demo, copy.deepcopy(micro_demo.unet), "striped", n_erase=4, n_retain=8, num_steps=3,
+                           batch_size=5, on_progress=lambda done, total: calls.append((done, total)))
+    assert report.attribute == "style" and report.n_erase == 4 and report.n_retain == 8
+    assert report.after == report.before, "same weights, same prompts and seeds: identical readings"
+    assert calls[-1] == (24, 24) and len(calls) == 6
+    for key in ("ua", "detection_rate", "ira", "cra", "cra_mean", "erase_set_retention"):
+        assert key in report.before
+    assert set(report.before["cra"]) == {"shape", "colour", "background"}
+    assert report.before["ua"] + report.before["detection_rate"] == pytest.approx(1.0)
+    assert json.loads(json.dumps(report.to_dict()))["concept"] == "striped"
+    assert "UA" in format_table(report)
+
+
+def test_evaluate_edit_base_only_and_cancel(micro_demo):
+    report = evaluate_edit(micro_demo, None, "red", n_erase=2, n_retain=4, num_steps=2)
+    assert report.after is None and report.attribute == "colour"
+    with pytest.raises(EvaluationCancelled):
+        evaluate_edit(micro_demo, None, "red", n_erase=2, n_retain=4, num_steps=2, should_stop=lambda: True)
+
+
+def test_evaluate_edit_rejects_unknown_concepts_and_sd1(micro_demo):
+    with pytest.raises(ValueError, match="not a concept of the demo world"):
+        evaluate_edit(micro_demo, None, "van gogh", n_erase=2, n_retain=2, num_steps=2)
+    sd1 = dataclasses.replace(micro_demo, family="sd1", classifier=None)
+    with pytest.raises(ValueError, match="for SD1.x use grids"):
+        evaluate_edit(sd1, None, "striped", n_erase=2, n_retain=2, num_steps=2)
+
+
+# --- grids -------------------------------------------------------------------------------------
+
+def test_image_grid_layout_and_nearest_upscaling():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 8, 10, 3), dtype=np.uint8)
+    plain = image_grid(images, rows=2, cols=3, scale=3)
+    assert plain.size == (3 * 30 + 2 * 2, 2 * 24 + 2)
+    cell = np.asarray(plain)[26:50, 32:62]  # row 1, column 1 (after one gap each way)
+    assert np.array_equal(cell, images[4].repeat(3, axis=0).repeat(3, axis=1))
+    labelled = image_grid(images, rows=2, cols=3, labels=["a striped square", "a dotted square"], scale=3)
+    assert labelled.size[0] == plain.size[0] and labelled.size[1] > plain.size[1]
+    with pytest.raises(ValueError):
+        image_grid(images, rows=2, cols=2)
+    with pytest.raises(ValueError):
+        image_grid(images, rows=2, cols=3, labels=["only one"])
+
+
+def test_grid_prompts_demo_and_sd1(micro_demo):
+    rows = grid_prompts(micro_demo, "striped")
+    assert len(rows) == len(ATTRIBUTES["style"])
+    assert "striped" in rows[0] and not any("striped" in r for r in rows[1:])
+    assert all(r.startswith("an image of a") and r.endswith("square against a light backdrop") for r in rows)
+    crossed = grid_prompts(micro_demo, "blue", neighbours=["circle", "a red kite"])
+    assert "blue" in crossed[0] and "blue" not in crossed[1] and crossed[2] == "a red kite"
+    sd1 = dataclasses.replace(micro_demo, family="sd1", classifier=None)
+    assert grid_prompts(sd1, "Van Gogh", neighbours=["Monet", " "]) == ["Van Gogh", "Monet"]
+
+
+def test_comparison_grids_sizes(micro_demo):
+    out = comparison_grids(micro_demo, copy.deepcopy(micro_demo.unet), "striped", seeds=(0, 1), num_steps=2)
+    rows, cols = len(ATTRIBUTES["style"]), 2
+    height, width = out["before_images"].shape[1:3]
+    assert out["before_images"].shape == (rows * cols, height, width, 3)
+    assert np.array_equal(out["before_images"], out["after_images"])
+    cell = max(1, -(-128 // width)) * width
+    assert cell >= 128
+    assert out["before"].size[0] == cols * cell + (cols - 1) * 2
+    assert out["before"].size == out["after"].size
+    base_only = comparison_grids(micro_demo, None, "striped", seeds=(3,), num_steps=2)
+    assert base_only["after"] is None and base_only["after_images"] is None and len(base_only["prompts"]) == rows
+
+
+def test_blur_smooths_and_keeps_shape():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    soft = blur(images, 3)
+    assert soft.shape == images.shape and soft.dtype == np.uint8
+    assert soft.astype(float).std() < images.astype(float).std() / 2
+    assert np.array_equal(blur(images, 0), images)

@@ -1,0 +1,67 @@
+"""The Key Step Table follows KSCU_METHOD.md exactly; ESD's table is uniform over all steps."""
+import pytest
+
+from kscu.config import UnlearnConfig
+from kscu.keysteps import PAPER_PRESETS, PRESETS, key_step_table, scale_start, table_summary, uniform_table
+
+
+def test_window_runs_from_start_to_last_step_in_order():
+    table = key_step_table(60, start=24, num_steps=50)
+    assert table[:26] == list(range(24, 50))
+    assert table[26:52] == list(range(24, 50))
+
+
+def test_start_moves_one_step_after_every_eight_passes():
+    table = key_step_table(8 * 26 + 25 + 1, start=24, num_steps=50)
+    assert table[: 8 * 26] == list(range(24, 50)) * 8
+    assert table[8 * 26 : 8 * 26 + 25] == list(range(25, 50))
+    assert table[-1] == 25  # the ninth pass is over: the next window starts again at 25
+
+
+def test_start_stays_below_ninety_percent_of_the_schedule():
+    table = key_step_table(5000, start=40, num_steps=50)
+    assert min(table[-50:]) == 44  # 0.9 * 50 = 45: S may reach 44, never 45
+    assert all(k < 50 for k in table)
+
+
+def test_table_has_exactly_the_requested_length_and_ends_early_when_asked():
+    assert len(key_step_table(500, 24)) == 500
+    early = key_step_table(100, start=0, num_steps=50, end=15)
+    assert max(early) == 14 and min(early) == 0
+
+
+@pytest.mark.parametrize("start", [-1, 45, 50])
+def test_bad_start_is_refused_with_the_allowed_range(start):
+    with pytest.raises(ValueError, match="0..44"):
+        key_step_table(10, start)
+
+
+def test_uniform_table_covers_all_steps_and_is_seeded():
+    table = uniform_table(1000, 50, seed=3)
+    assert table == uniform_table(1000, 50, seed=3)
+    assert set(table) == set(range(50))
+
+
+def test_paper_presets_match_the_method():
+    assert {k: (p.iterations, p.start_of_50, p.params) for k, p in PAPER_PRESETS.items()} == {
+        "nudity": (750, 14, "noxattn"), "object": (750, 14, "noxattn"),
+        "style": (500, 24, "xattn"), "instance": (200, 40, "xattn"),
+    }
+    assert PRESETS["sd1"] is PAPER_PRESETS
+    assert scale_start(24, 25) == 12
+
+
+def test_summary_reports_share_of_steps_trained():
+    summary = table_summary(key_step_table(500, 24), 50)
+    assert summary["distinct_steps"] == 26 and summary["share_of_steps"] == pytest.approx(0.52)
+
+
+def test_config_resolves_presets_per_family_and_method():
+    kscu = UnlearnConfig("striped", kind="style").resolve("sd1")
+    assert (kscu.iterations, kscu.start_step, kscu.params, kscu.lr) == (500, 24, "xattn", 1e-5)
+    esd = UnlearnConfig("striped", kind="style", method="esd").resolve("sd1")
+    assert (esd.iterations, esd.start_step, esd.lambda2) == (1000, 0, 0.0)
+    with pytest.raises(ValueError, match="unknown concept kind"):
+        UnlearnConfig("x", kind="colourful").resolve("sd1")
+    with pytest.raises(ValueError, match="kscu or esd"):
+        UnlearnConfig("x", method="sgd").resolve("sd1")

@@ -1,0 +1,85 @@
+"""The trainer: formulas on hand-made tensors, trajectory reuse, determinism, cancellation."""
+import copy
+
+import pytest
+import torch
+
+from kscu.config import UnlearnConfig
+from kscu.sampling import Sampler, encode_prompts
+from kscu.trainer import UnlearnCancelled, kscu_loss, lambda1, latent_at, targets, trainable_names, unlearn
+
+
+def test_targets_match_the_formulas():
+    e_c, e_0, e_a = torch.tensor([3.0]), torch.tensor([1.0]), torch.tensor([2.0])
+    t = torch.tensor(500)
+    target_c, target_0 = targets(e_c, e_0, e_a, t, eta=1.0)
+    assert target_c.item() == pytest.approx(2.0 - 1.0 * (3.0 - 2.0))  # e_a - eta (e_c - e_a)
+    assert lambda1(t).item() == pytest.approx(0.01)  # (1000 - 500) * 2e-5
+    assert target_0.item() == pytest.approx(1.0 - 0.01 * (3.0 - 1.0))
+    target_c2, _ = targets(e_c, e_0, e_0, t, eta=2.0)
+    assert target_c2.item() == pytest.approx(1.0 - 2.0 * 2.0)  # ESD negative guidance, empty anchor
+
+
+def test_loss_adds_the_anchoring_term_weighted_by_lambda2():
+    pred_c, pred_0 = torch.zeros(4), torch.zeros(4)
+    target_c, target_0 = torch.full((4,), 2.0), torch.full((4,), 10.0)
+    assert kscu_loss(pred_c, pred_0, target_c, target_0, 1e-4).item() == pytest.approx(4.0 + 1e-4 * 100.0)
+    assert kscu_loss(pred_c, None, target_c, target_0, 0.0).item() == pytest.approx(4.0)
+
+
+def test_trajectory_reuse_gives_the_same_latent_as_sampling_from_scratch(micro_demo):
+    sampler = Sampler(micro_demo, num_steps=10, guidance=3.0)
+    cond = encode_prompts(micro_demo, ["a striped red star on a dark background"])
+    unet = micro_demo.unet
+    with torch.no_grad():
+        x3, cost3 = latent_at(sampler, unet, 3, cond, seed=7, previous=None)
+        x4_reused, cost4 = latent_at(sampler, unet, 4, cond, seed=7, previous=(3, x3))
+        x4_scratch, cost_scratch = latent_at(sampler, unet, 4, cond, seed=7, previous=None)
+    assert torch.allclose(x4_reused, x4_scratch, atol=1e-6)
+    assert (cost3, cost4, cost_scratch) == (6, 2, 8)
+
+
+def test_parameter_subsets():
+    from kscu.demo.architecture import make_unet
+
+    unet = make_unet(micro=True)
+    xattn, noxattn = trainable_names(unet, "xattn"), trainable_names(unet, "noxattn")
+    assert xattn and all(".attn2." in n for n in xattn)
+    assert noxattn and not any(".attn2." in n or n.startswith("time_embedding") for n in noxattn)
+    assert len(trainable_names(unet, "full")) == len(list(unet.parameters()))
+
+
+def test_unlearning_is_deterministic_changes_only_the_subset_and_leaves_the_base_alone(micro_demo):
+    base = copy.deepcopy(micro_demo.unet.state_dict())
+    config = UnlearnConfig("striped", kind="style", iterations=12, num_steps=10, start_step=5, lr=1e-3)
+    first = unlearn(micro_demo, config)
+    second = unlearn(micro_demo, config)
+    assert first.losses == second.losses
+    assert set(first.params) == set(trainable_names(micro_demo.unet, "xattn"))
+    assert any(not torch.equal(first.params[n], base[n]) for n in first.params)
+    assert all(torch.equal(v, base[k]) for k, v in micro_demo.unet.state_dict().items())
+    assert first.steps == [5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]
+    edited = first.apply(micro_demo)
+    assert all(torch.equal(edited.state_dict()[n], first.params[n]) for n in first.params)
+
+
+def test_kscu_reuses_trajectories_and_esd_does_not(micro_demo):
+    kscu = unlearn(micro_demo, UnlearnConfig("striped", iterations=10, num_steps=10, start_step=5))
+    esd = unlearn(micro_demo, UnlearnConfig("striped", method="esd", iterations=10, num_steps=10))
+    # KSCU: two trajectories of 5 steps: 2*5 to reach step 5, then 2 per step; +3 frozen +2 tuned each.
+    assert kscu.unet_forwards == 2 * (10 + 4 * 2) + 10 * (3 + 2)
+    assert esd.unet_forwards == sum(2 * k for k in esd.steps) + 10 * (3 + 1)
+
+
+def test_cancel_stops_between_iterations_and_keeps_the_base_bit_identical(micro_demo):
+    base = copy.deepcopy(micro_demo.unet.state_dict())
+    seen = []
+    with pytest.raises(UnlearnCancelled, match="cancelled after 3"):
+        unlearn(micro_demo, UnlearnConfig("striped", iterations=50, num_steps=10, lr=1e-2),
+                on_progress=lambda p, _: seen.append(p.iteration), should_stop=lambda: len(seen) >= 3)
+    assert all(torch.equal(v, base[k]) for k, v in micro_demo.unet.state_dict().items())
+
+
+def test_empty_concept_is_refused_with_advice(micro_demo):
+    with pytest.raises(ValueError, match="concept is empty"):
+        unlearn(micro_demo, UnlearnConfig("  ", iterations=2))

@@ -1,0 +1,136 @@
+"""Glue shared by the tabs: readable errors, the progress display, concept choices, image sizes."""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import math
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from kscu.demo.world import ATTRIBUTES, KIND_OF_ATTRIBUTE, attribute_of
+from kscu.jobs import JobBusy
+from kscu.keysteps import PAPER_PRESETS, PRESETS
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+"""How often a running job's progress is polled."""
+PREVIEW_SIZE = 256
+"""Preview and sample images are upscaled (pixel for pixel) to at least this size."""
+EXPECTED_ERRORS = (ValueError, JobBusy, FileNotFoundError)
+"""Errors whose message already says what to do (kscu raises ValueError subclasses for bad input)."""
+
+
+def friendly(fn: Callable) -> Callable:
+    """Wrap an event function so that failures reach the page as a readable message (gr.Error),
+    never as a traceback. Unexpected errors are logged with their traceback for the console."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except EXPECTED_ERRORS as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:
+            log.exception("unexpected error in %s", getattr(fn, "__name__", fn))
+            raise gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). The details are in the console log.", print_exception=False) from None
+
+    return wrapper
+
+
+def kinds_for(family: str | None) -> list[str]:
+    """Concept kinds with a preset on this model family (the demo model adds colour, background)."""
+    return list(PRESETS.get(family or "demo", PAPER_PRESETS))
+
+
+def concept_choices(family: str | None) -> list[tuple[str, str]]:
+    """Dropdown examples: the demo world's concepts labelled with their kind (any text is allowed)."""
+    if family not in (None, "demo"):
+        return [("nudity", "nudity"), ("Van Gogh style", "Van Gogh style"), ("a church", "a church")]
+    return [(f"{value}  ({KIND_OF_ATTRIBUTE[attribute]})", value) for attribute, values in ATTRIBUTES.items() for value in values]
+
+
+def kind_of(concept: str, family: str | None) -> str | None:
+    """The kind of a demo-world concept (e.g. 'striped' -> 'style'), None when it cannot be known."""
+    attribute = attribute_of(concept.strip().lower()) if family in (None, "demo") else None
+    return KIND_OF_ATTRIBUTE[attribute] if attribute else None
+
+
+def resolve_kind(concept: str, kind: str | None, family: str) -> str:
+    """The kind chosen, or for "auto" the demo world's kind of the concept; ValueError otherwise."""
+    if kind and kind != "auto":
+        return kind
+    found = kind_of(concept, family)
+    if found is None:
+        raise ValueError(f"Choose the kind of {concept!r} ({', '.join(kinds_for(family))}): it is not a concept of the demo world, so it cannot be guessed.")
+    return found
+
+
+def clean_concept(concept: str | None) -> str:
+    text = (concept or "").strip()
+    if not text:
+        raise ValueError("Type or choose the concept to erase first (for example 'striped').")
+    return text
+
+
+def upscale(images: np.ndarray | list, size: int = PREVIEW_SIZE) -> list[Image.Image]:
+    """uint8 NHWC images enlarged by an integer factor with NEAREST (what the model drew, pixel
+    for pixel, instead of the browser's blur) to at least `size` pixels."""
+    out = []
+    for image in images:
+        image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        factor = max(1, math.ceil(size / max(image.size)))
+        out.append(image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST))
+    return out
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+_STATE_WORDS = {"queued": "Waiting", "running": "Running", "done": "Finished", "failed": "Failed", "cancelled": "Cancelled"}
+
+
+def progress_html(snap: dict | None, idle: str = "Not started yet.") -> str:
+    """A progress bar with percent, elapsed time, time left and the job's message."""
+    if snap is None:
+        return f'<div class="kscu-progress idle">{html.escape(idle)}</div>'
+    state, fraction = snap["state"], snap["progress"]
+    eta = snap["eta"]
+    if eta is None and state == "running" and fraction > 0.01:
+        eta = snap["elapsed"] * (1 - fraction) / fraction
+    parts = [f"{fraction:.0%}", f"elapsed {duration(snap['elapsed'])}"]
+    if state == "running":
+        parts.append(f"about {duration(eta)} left" if eta is not None and math.isfinite(eta) else "estimating the time left")
+    if snap["cancel_requested"] and state in ("queued", "running"):
+        parts.append("stopping…")
+    message = snap["error"] if state == "failed" else snap["message"]
+    message = "" if message in ("queued", "running") else message  # the head already says so
+    return (
+        f'<div class="kscu-progress {state}">'
+        f'<div class="kscu-progress-head"><b>{_STATE_WORDS[state]}</b>: {html.escape(snap["name"])} · {" · ".join(parts)}</div>'
+        f'<div class="kscu-bar"><div style="width:{fraction * 100:.1f}%"></div></div>'
+        f'<div class="kscu-progress-msg">{html.escape(message or "")}</div></div>'
+    )
+
+
+def image_panel(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
+    """A grid image with its title above it (Gradio's floating label would cover the grid's
+    first row label); the title is returned too, for panels whose title changes."""
+    heading = gr.Markdown(f"#### {title}")
+    image = gr.Image(show_label=False, elem_id=elem_id, type="pil", interactive=False, format="png", buttons=["download", "fullscreen"])
+    return heading, image
+
+
+def timer_state(snap: dict | None) -> gr.Timer:
+    """Keep polling while the job is queued or running, stop once it has finished."""
+    return gr.Timer(active=snap is not None and snap["state"] in ("queued", "running"))

@@ -1,0 +1,96 @@
+"""The whole page: title, intro, model line and the tabs in the order of the user's flow, plus the
+events that cross tabs (a model load reaches every tab, Key steps fills in Unlearn)."""
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from ui import analyze_tab, compare_tab, export_tab, keysteps_tab, model_tab, quick_erase, unlearn_tab
+from ui.common import concept_choices, friendly, kinds_for
+from ui.state import WorkbenchState
+
+TITLE = "KSCU Workbench"
+INTRO = (
+    "Make a text-to-image model forget a concept (a style, an object, a colour, nudity) while it keeps drawing "
+    "everything else. KSCU ([Key Step Concept Unlearning](https://arxiv.org/abs/2507.06526)) fine-tunes the model only "
+    "at the denoising steps where that kind of concept takes shape, instead of at all of them. **Quick erase** does it "
+    "in one click with tested presets; the other tabs, left to right, show every step: load a model, see at which "
+    "steps a concept forms, pick the key steps, unlearn while watching it train, compare before and after, and export "
+    "the edit. Heavy work runs one job at a time in the background, shared by everyone using this page."
+)
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
+CSS = """
+.kscu-progress { padding: 8px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary); background: var(--block-background-fill); }
+.kscu-progress.idle { color: var(--body-text-color-subdued); }
+.kscu-bar { height: 10px; border-radius: 5px; overflow: hidden; margin: 6px 0; background: var(--neutral-200); }
+.kscu-bar > div { height: 100%; background: var(--color-accent); transition: width 0.5s; }
+.kscu-progress.failed .kscu-bar > div, .kscu-progress.cancelled .kscu-bar > div { background: var(--error-text-color, #c33); }
+.kscu-progress-msg { font-size: 0.9em; color: var(--body-text-color-subdued); }
+.kscu-note { font-size: 0.9em; opacity: 0.8; }
+img { image-rendering: pixelated; }
+"""
+"""Progress bar styles; pixelated rendering keeps the small demo images sharp when the browser scales them."""
+
+
+def family_updates(state: WorkbenchState) -> tuple:
+    """Concept examples and kinds of the loaded model's family, for every tab that offers them."""
+    family = state.model.family if state.model else None
+    kinds = kinds_for(family)
+    concepts = concept_choices(family)
+    return (gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value=None),
+            gr.Dropdown(choices=concepts, value=[]), gr.Dropdown(choices=["auto"] + kinds, value="auto"),
+            gr.Radio(choices=kinds, value="style"), gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value="style"))
+
+
+def use_window(kind: str, num_steps: float, start: float, end: float, iterations: float) -> tuple:
+    """Copy the Key steps window into the Unlearn settings (KSCU) and switch to that tab."""
+    return (kind, "kscu", iterations, num_steps, gr.Slider(value=start, maximum=int(num_steps) - 1, interactive=True),
+            gr.Slider(value=end, maximum=int(num_steps), interactive=True), gr.Tabs(selected="unlearn"))
+
+
+def build_app(state: WorkbenchState) -> gr.Blocks:
+    """The Blocks app over one shared state (theme and CSS go to launch(), as Gradio 6 wants)."""
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        header = gr.Markdown(model_tab.header(state))
+        with gr.Tabs() as tabs:
+            with gr.Tab("Quick erase", id="quick"):
+                quick = quick_erase.build(state)
+            with gr.Tab("Model", id="model"):
+                model = model_tab.build(state)
+            with gr.Tab("Analyze", id="analyze"):
+                analyze = analyze_tab.build(state)
+            with gr.Tab("Key steps", id="keysteps"):
+                keys = keysteps_tab.build(state)
+            with gr.Tab("Unlearn", id="unlearn"):
+                unlearn = unlearn_tab.build(state)
+            with gr.Tab("Compare", id="compare") as compare_page:
+                compare = compare_tab.build(state)
+            with gr.Tab("Export", id="export") as export_page:
+                export = export_tab.build(state)
+
+        family_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"]]
+        model["load"].click(
+            friendly(partial(model_tab.load, state)), [model["source_type"], model["location"], model["device"]], [model["summary"], header],
+            api_name="load_model", concurrency_id="heavy",
+        ).success(partial(family_updates, state), None, family_outputs, api_visibility="private")
+        keys["use"].click(
+            use_window, [keys["kind"], keys["num_steps"], keys["start"], keys["end"], keys["iterations"]],
+            [unlearn["kind"], unlearn["method"], unlearn["iterations"], unlearn["num_steps"], unlearn["start"], unlearn["end"], tabs],
+            api_visibility="private",
+        )
+        for page, tab in ((compare_page, compare), (export_page, export)):
+            fn, output = tab["refresh_choices"]
+            page.select(fn, None, output, api_visibility="private")
+
+        # A reloaded page (or a second browser tab) shows the running jobs and the last results.
+        for tab in (quick, analyze, unlearn):
+            fn, outputs = tab["refresh"]
+            demo.load(fn, None, outputs, api_visibility="private")
+        fn, inputs, outputs = compare["refresh"]
+        demo.load(fn, inputs, outputs, api_visibility="private")
+        fn, inputs, outputs = keys["refresh"]
+        demo.load(fn, inputs, outputs, api_visibility="private")
+        demo.load(lambda: model_tab.header(state), None, header, api_visibility="private")
+    return demo

@@ -1,0 +1,75 @@
+"""Model tab: load the embedded demo model, a local folder or file, or a hub id, and describe it."""
+from __future__ import annotations
+
+import gradio as gr
+
+from kscu.models import describe, load_model
+from ui.state import WorkbenchState
+
+SOURCES = ("Embedded demo model", "Local folder or file", "Hugging Face hub id")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def model_summary(state: WorkbenchState) -> str:
+    """Markdown describing the loaded model (or why none is loaded)."""
+    if state.model is None:
+        why = state.model_error or "no model was given at start."
+        return f"**No model loaded.** {why}"
+    info = describe(state.model)
+    p = info["parameters"]
+    family = "demo (shape world, exact classifier: UA/IRA/CRA available)" if info["family"] == "demo" else "Stable Diffusion 1.x (judge by the image grids)"
+    rows = [
+        ("Source", f"`{info['source']}`"),
+        ("Family", family),
+        ("Device", f"{info['device']} ({info['dtype']})"),
+        ("Parameters", f"{p['total'] / 1e6:.1f} M: UNet {p['unet'] / 1e6:.1f} M, text encoder {p['text_encoder'] / 1e6:.1f} M, VAE {p['vae'] / 1e6:.1f} M"),
+        ("Image size", f"{info['resolution']} px, {info['scheduler']}"),
+        ("Model hash", f"`{info['model_hash']}` (recorded in every edit)"),
+    ]
+    return "\n".join(f"- **{k}:** {v}" for k, v in rows)
+
+
+def header(state: WorkbenchState) -> str:
+    """The one-line model status under the title."""
+    if state.model is None:
+        return "**Model:** none loaded: open the **Model** tab."
+    m = state.model
+    return f"**Model:** `{m.source}` · {m.family} · {m.device} · hash `{m.model_hash}`"
+
+
+def load(state: WorkbenchState, source_type: str, location: str, device: str) -> tuple[str, str]:
+    """Load a model (waits for no other job to run) and return (summary, header)."""
+    location = (location or "").strip()
+    if source_type == SOURCES[0]:
+        source = None
+    elif not location:
+        raise ValueError(f"Type the {'folder or .safetensors file' if source_type == SOURCES[1] else 'hub id (owner/name)'} to load.")
+    elif source_type == SOURCES[2] and not state.online:
+        raise ValueError("The workbench runs offline, so hub ids cannot be downloaded: restart it with `python app.py --online`, or give a local folder.")
+    else:
+        source = location
+    model = state.run_now("load model", lambda: load_model(source, device=None if device == "auto" else device))
+    state.set_model(model)
+    return model_summary(state), header(state)
+
+
+def build(state: WorkbenchState) -> dict:
+    """The tab's components; layout.py wires Load, whose results reach every tab."""
+    gr.Markdown(
+        "Load the model to work on. The **embedded demo model** draws simple shapes and knows its own concepts exactly, "
+        "so every edit can be scored. Real **Stable Diffusion 1.x** models (a diffusers folder or a single `.safetensors` "
+        "checkpoint) work too; there the image grids are the judge. A GPU is used automatically when there is one."
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            source_type = gr.Radio(list(SOURCES), value=SOURCES[0], label="Model source",
+                                   info="The demo model needs no download; hub ids need the app started with --online.")
+            location = gr.Textbox(label="Folder, file or hub id", placeholder="/path/to/model-folder, model.safetensors, or owner/name",
+                                  info="Ignored for the embedded demo model. Pickle checkpoints (.ckpt, .bin) are refused: they can run code.")
+            device = gr.Radio(list(DEVICES), value="auto", label="Device", info="auto: the GPU when there is one, else the CPU.")
+            load_button = gr.Button("Load model", variant="primary")
+            gr.Markdown("Loading a model drops the analyses and edits of the previous one.", elem_classes="kscu-note")
+        with gr.Column(scale=3):
+            gr.Markdown("### Loaded model")
+            summary = gr.Markdown(model_summary(state))
+    return {"source_type": source_type, "location": location, "device": device, "load": load_button, "summary": summary}

@@ -1,0 +1,148 @@
+"""The one WorkbenchState every tab shares: the loaded model, the job runner, the last reports
+and edits.
+
+Why one shared object rather than per-browser-session gr.State:
+- the model is the largest thing in memory (gigabytes for SD1.x); a copy per visitor would not fit;
+- there is one device, and two heavy jobs on it run slower than one after the other, so one
+  JobRunner serialises every heavy job of every visitor (a second start is refused, not queued);
+- a background job must outlive the page that started it: reloading the page, or opening a
+  second tab, shows the running job and the last results.
+The price: on a public deployment (a Hugging Face Space) visitors see each other's edits and
+jobs. That is right for a demo of one model, and says so in the intro text.
+"""
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kscu.influence import InfluenceReport
+from kscu.jobs import Job, JobRunner
+from kscu.models import LoadedModel
+from kscu.trainer import UnlearnResult
+
+METHOD_NAMES = {"kscu": "KSCU", "esd": "ESD"}
+
+
+@dataclass
+class QuickSettings:
+    """What Quick erase runs besides the preset. iterations None = the preset's count; a smaller
+    count (app flag --quick-iterations / KSCU_QUICK_ITERATIONS) exists for fast tests and demos.
+    n_erase/n_retain: prompts per metric set, fewer than the library default so one click
+    finishes in about two minutes on a CPU (--quick-eval / KSCU_QUICK_EVAL sets both)."""
+
+    iterations: int | None = None
+    n_erase: int = 48
+    n_retain: int = 48
+
+
+@dataclass
+class WorkbenchState:
+    """Everything the tabs share (see the module docstring for why it is shared)."""
+
+    model: LoadedModel | None = None
+    model_error: str | None = None
+    """Why the model given at start could not be loaded (shown in the Model tab)."""
+    online: bool = False
+    quick: QuickSettings = field(default_factory=QuickSettings)
+    runner: JobRunner = field(default_factory=JobRunner)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    """The last job of each purpose ("quick", "analyze", "unlearn", "compare")."""
+    job_info: dict[str, dict] = field(default_factory=dict)
+    """Per job id, what the UI shows besides the snapshot (resolved config, preview captions)."""
+    reports: list[InfluenceReport] = field(default_factory=list)
+    """The last influence analysis (one report per concept)."""
+    results: dict[str, UnlearnResult] = field(default_factory=dict)
+    """The last edit per method ("kscu", "esd"), so KSCU and ESD can be compared side by side."""
+    current: str | None = None
+    """The method of the most recent edit: what Compare and Export pick by default."""
+    comparison: dict | None = None
+    """The last comparison's raw images and metrics (re-rendered when blurring is toggled)."""
+    files_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kscu-workbench-")))
+    """Where downloads are written (the app allows Gradio to serve this folder)."""
+    _adopted: set[str] = field(default_factory=set)
+    _edited: tuple[UnlearnResult, Any] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def require_model(self) -> LoadedModel:
+        if self.model is None:
+            why = f" ({self.model_error})" if self.model_error else ""
+            raise ValueError(f"No model is loaded{why}. Open the Model tab and load one.")
+        return self.model
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Switch models; analyses and edits of the previous model no longer apply and are dropped."""
+        with self._lock:
+            self.model, self.model_error = model, None
+            self.reports, self.results, self.current = [], {}, None
+            self.comparison, self._edited = None, None
+
+    def submit(self, purpose: str, name: str, fn: Callable[[Job], Any]) -> Job:
+        """Start a background job (JobBusy if another heavy job runs) and remember it by purpose."""
+        job = self.runner.submit(name, fn)
+        self.jobs[purpose] = job
+        return job
+
+    def track(self, purpose: str, job: Job) -> Job:
+        """Remember a job started elsewhere (kscu.jobs.start_unlearning) under its purpose."""
+        self.jobs[purpose] = job
+        return job
+
+    def snapshot(self, purpose: str) -> dict | None:
+        job = self.jobs.get(purpose)
+        return job.snapshot() if job is not None else None
+
+    def run_now(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run short heavy work (model loading, exports) through the runner and wait for it, so it
+        never overlaps a background job; re-raises the work's own exception for a clear message."""
+        failure: list[BaseException] = []
+
+        def work(job: Job) -> Any:
+            try:
+                return fn()
+            except Exception as exc:
+                failure.append(exc)
+                raise
+
+        job = self.runner.submit(name, work)
+        job.wait()
+        if failure:
+            raise failure[0]
+        return job.snapshot()["result"]
+
+    def keep_result(self, result: UnlearnResult) -> None:
+        """Make `result` the last edit of its method and the current one."""
+        with self._lock:
+            self.results[result.config.method] = result
+            self.current = result.config.method
+
+    def adopt_finished(self) -> None:
+        """Keep the result of a finished Unlearn job (started through kscu.jobs.start_unlearning,
+        whose function cannot store it here itself); each job is adopted once."""
+        job = self.jobs.get("unlearn")
+        if job is not None and job.id not in self._adopted:
+            snap = job.snapshot()
+            if snap["state"] == "done" and isinstance(snap["result"], UnlearnResult):
+                self._adopted.add(job.id)
+                self.keep_result(snap["result"])
+
+    def result(self, method: str | None = None) -> UnlearnResult:
+        """The last edit of `method` (default: the current one), or a ValueError saying how to get one."""
+        self.adopt_finished()
+        method = method or self.current
+        if method is None or method not in self.results:
+            which = f"no {METHOD_NAMES.get(method, method)} edit yet" if method else "no edit yet"
+            raise ValueError(f"There is {which}: run Quick erase or Unlearn, or load an edit in the Export tab.")
+        return self.results[method]
+
+    def edited_unet(self, result: UnlearnResult):
+        """The base UNet with `result` applied; the last one is cached (a UNet copy is large)."""
+        with self._lock:
+            if self._edited is not None and self._edited[0] is result:
+                return self._edited[1]
+        unet = result.apply(self.require_model())
+        with self._lock:
+            self._edited = (result, unet)
+        return unet

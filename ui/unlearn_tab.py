@@ -1,0 +1,185 @@
+"""Unlearn tab: run KSCU (or the ESD baseline) in the background with every setting visible,
+watch its loss and preview images, cancel it; the last KSCU and ESD edits are kept side by side."""
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from kscu.config import PARAM_SUBSETS, UnlearnConfig
+from kscu.demo.world import ATTRIBUTES, attribute_of
+from kscu.grids import blur, grid_prompts
+from kscu.jobs import start_unlearning
+from kscu.keysteps import key_step_table
+from kscu.plots import loss_figure
+from ui.common import (POLL_SECONDS, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
+                       resolve_kind, timer_state, upscale)
+from ui.results import BLUR_SHARE, needs_blur
+from ui.state import METHOD_NAMES, WorkbenchState
+
+PURPOSE = "unlearn"
+METHODS = [("KSCU: key steps only", "kscu"), ("ESD: all steps (baseline)", "esd")]
+PARAM_LABELS = [("cross-attention (xattn)", "xattn"), ("all but cross-attention (noxattn)", "noxattn"), ("everything (full)", "full")]
+PREVIEW_SEEDS = (0, 1)
+"""Each preview prompt is drawn with these seeds, the same at every preview."""
+
+
+def preset_fields(state: WorkbenchState, kind: str | None, method: str, num_steps: float) -> tuple:
+    """Iterations, learning rate, parameters and window from the preset (what None resolves to)."""
+    family = state.model.family if state.model else "demo"
+    num_steps = int(num_steps)
+    cfg = UnlearnConfig(concept="-", kind=kind or "style", method=method, num_steps=num_steps).resolve(family)
+    kscu = method == "kscu"
+    return (cfg.iterations, cfg.lr, cfg.params,
+            gr.Slider(value=cfg.start_step, maximum=num_steps - 1, interactive=kscu),
+            gr.Slider(value=cfg.end_step, maximum=num_steps, interactive=kscu))
+
+
+def on_concept(state: WorkbenchState, concept: str | None, method: str, num_steps: float) -> tuple:
+    """A demo-world concept sets its kind and that kind's preset; other text changes nothing."""
+    kind = kind_of(concept or "", state.model.family if state.model else None)
+    if kind is None:
+        return (gr.skip(),) * 6
+    return (kind, *preset_fields(state, kind, method, num_steps))
+
+
+def neighbours(model, concept: str) -> list[str]:
+    """Demo-world concepts that must survive erasing `concept` (the other values of its attribute)."""
+    kind_known = model.family == "demo" and attribute_of(concept.lower()) is not None
+    return [v for v in ATTRIBUTES[attribute_of(concept.lower())] if v != concept.lower()] if kind_known else []
+
+
+def start(state: WorkbenchState, concept: str | None, kind: str | None, method: str, iterations: float, lr: float, params: str,
+          anchor: str, seed: float, num_steps: float, start_step: float, end_step: float, previews: float) -> tuple[str, gr.Timer]:
+    """Start unlearning in the background (kscu.jobs.start_unlearning) with live previews."""
+    model = state.require_model()
+    concept = clean_concept(concept)
+    config = UnlearnConfig(
+        concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=int(iterations or 0) or None,
+        start_step=int(start_step), end_step=int(end_step), num_steps=int(num_steps), lr=float(lr or 0) or None,
+        params=params or None, anchor=(anchor or "").strip() or None, seed=int(seed or 0),
+    ).resolve(model.family)
+    if config.method == "kscu":
+        key_step_table(1, config.start_step, config.num_steps, config.end_step)  # a bad window fails here, not in the job
+    words = [concept] + neighbours(model, concept)[:1]
+    rows = grid_prompts(model, concept, words[1:])
+    prompts = [p for p in rows for _ in PREVIEW_SEEDS]
+    seeds = list(PREVIEW_SEEDS) * len(rows)
+    every = max(1, config.iterations // max(1, int(previews)))
+    job = state.track(PURPOSE, start_unlearning(state.runner, model, config, prompts, seeds, every))
+    captions = [f"{w} · seed {s}" for w in words for s in PREVIEW_SEEDS]
+    state.job_info[job.id] = {"config": config, "captions": captions}
+    return progress_html(job.snapshot()), gr.Timer(active=True)
+
+
+def _final_loss(losses: list[float]) -> str:
+    tail = losses[-max(1, len(losses) // 10):]
+    return f"{sum(tail) / len(tail):.4g}" if tail else "–"
+
+
+def edits_summary(state: WorkbenchState) -> str:
+    """The last KSCU and ESD edits side by side."""
+    state.adopt_finished()
+    if not state.results:
+        return "No edit yet."
+    methods = [m for m in METHOD_NAMES if m in state.results]
+    rows = {"concept (kind)": lambda r: f"{r.config.concept} ({r.config.kind})",
+            "iterations": lambda r: str(r.config.iterations),
+            "steps trained": lambda r: f"{r.config.start_step}–{r.config.end_step - 1} of {r.config.num_steps}" if r.config.method == "kscu" else f"all {r.config.num_steps}",
+            "learning rate, parameters": lambda r: f"{r.config.lr:g}, {r.config.params}",
+            "time": lambda r: duration(r.seconds),
+            "UNet forward / backward passes": lambda r: f"{r.unet_forwards:,} / {r.unet_backwards:,}",
+            "final loss (mean of last 10%)": lambda r: _final_loss(r.losses)}
+    head = "| | " + " | ".join(f"last {METHOD_NAMES[m]} edit" + (" (current)" if m == state.current else "") for m in methods) + " |"
+    lines = [head, "|---" * (len(methods) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(value(state.results[m]) for m in methods) + " |" for name, value in rows.items()]
+    return "\n".join(lines)
+
+
+def status(state: WorkbenchState) -> tuple:
+    """Poll: progress, live loss curve and previews; the edits summary once finished."""
+    snap = state.snapshot(PURPOSE)
+    progress = progress_html(snap, idle="Set up the run and press Start.")
+    if snap is None:
+        return progress, gr.skip(), gr.skip(), edits_summary(state), gr.skip(), timer_state(snap)
+    info = state.job_info.get(snap["id"], {})
+    config = info.get("config")
+    losses = snap["losses"]
+    figure = loss_figure([loss for _, _, loss in losses], [k for _, k, _ in losses])
+    gallery = gr.skip()
+    if snap["preview"] is not None:
+        images = snap["preview"]
+        if config is not None and needs_blur(state.model.family if state.model else "demo", config.kind):
+            images = blur(images, max(2.0, images.shape[2] * BLUR_SHARE))
+        captions = [f"{c} · it. {snap['preview_iteration']}" for c in info.get("captions", [])]
+        gallery = list(zip(upscale(images), captions)) if len(captions) == len(images) else upscale(images)
+    record = {"state": snap["state"], "progress": round(snap["progress"], 4), "iterations_done": len(losses),
+              "elapsed_s": round(snap["elapsed"], 1), "message": snap["error"] or snap["message"],
+              "config": config.to_dict() if config is not None else None}
+    return progress, figure, gallery, edits_summary(state), record, timer_state(snap)
+
+
+def cancel(state: WorkbenchState) -> str:
+    job = state.jobs.get(PURPOSE)
+    if job is not None and not job.is_finished:
+        job.cancel()
+    return progress_html(job.snapshot() if job else None, idle="Nothing is running.")
+
+
+def build(state: WorkbenchState) -> dict:
+    family = state.model.family if state.model else None
+    initial = UnlearnConfig(concept="-", kind="style").resolve(family or "demo")
+    gr.Markdown(
+        "### Erase a concept, step by step\n"
+        "Fine-tune a copy of the model so that it no longer draws the concept. **KSCU** trains only at the key steps; "
+        "**ESD**, the baseline it improves on, trains at all steps. Run both to compare them. Training runs in the "
+        "background: the other tabs stay usable, and Cancel stops it at the next iteration."
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            concept = gr.Dropdown(concept_choices(family), value=None, allow_custom_value=True, label="Concept to erase",
+                                  info="Pick one or type your own.")
+            kind = gr.Dropdown(kinds_for(family), value="style", label="Kind of concept", info="Selects the preset below.")
+            method = gr.Radio(METHODS, value="kscu", label="Method", info="ESD ignores the window and samples every step.")
+            with gr.Accordion("Advanced settings (the preset's values are filled in)", open=False):
+                with gr.Row():
+                    iterations = gr.Number(initial.iterations, precision=0, minimum=1, label="Iterations", info="One Adam step each.")
+                    lr = gr.Number(initial.lr, label="Learning rate", info="The demo model needs ~3e-4; SD1.x uses 1e-5.")
+                params = gr.Radio(PARAM_LABELS, value=initial.params, label="Parameters trained",
+                                  info="Styles: cross-attention; objects and nudity on SD1.x: the rest (the paper's choice).")
+                anchor = gr.Textbox(label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",
+                                    info="Map the concept to this one instead, e.g. 'plain' for a style of the demo world.")
+                with gr.Row():
+                    seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
+                    previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
+                num_steps = gr.Slider(10, 100, value=initial.num_steps, step=1, label="Denoising steps (K)", info="Schedule the key steps refer to.")
+                with gr.Row():
+                    start_step = gr.Slider(0, initial.num_steps - 1, value=initial.start_step, step=1, label="Window start S", info="KSCU trains steps S..end-1.")
+                    end_step = gr.Slider(1, initial.num_steps, value=initial.end_step, step=1, label="Window end (exclusive)", info="Usually K.")
+            with gr.Row():
+                run = gr.Button("Start", variant="primary")
+                stop = gr.Button("Cancel", variant="stop")
+            progress = gr.HTML(progress_html(None, idle="Set up the run and press Start."), elem_id="unlearn-progress")
+        with gr.Column(scale=3):
+            gr.Markdown("#### Loss, and the key step each iteration trained")
+            loss = gr.Plot(show_label=False, format="png", elem_id="unlearn-loss")
+            gr.Markdown("#### Previews with the model being tuned: the concept, then a neighbour that must stay")
+            gallery = gr.Gallery(show_label=False, columns=4, height="auto", elem_id="unlearn-previews",
+                                 object_fit="contain", allow_preview=True)
+    gr.Markdown("### Kept edits")
+    summary = gr.Markdown(edits_summary(state))
+    with gr.Accordion("Run record (JSON)", open=False):
+        record = gr.JSON(label="Current run")
+    timer = gr.Timer(POLL_SECONDS, active=False)
+
+    preset_outputs = [iterations, lr, params, start_step, end_step]
+    concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")
+    for trigger in (kind.input, method.input, num_steps.release):
+        trigger(partial(preset_fields, state), [kind, method, num_steps], preset_outputs, api_visibility="private")
+    inputs = [concept, kind, method, iterations, lr, params, anchor, seed, num_steps, start_step, end_step, previews]
+    run.click(friendly(partial(start, state)), inputs, [progress, timer], api_name="start_unlearning")
+    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_unlearning", concurrency_limit=None)
+    outputs = [progress, loss, gallery, summary, record, timer]
+    timer.tick(friendly(partial(status, state)), None, outputs, api_name="unlearn_status", concurrency_limit=None, show_progress="hidden")
+    return {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "num_steps": num_steps,
+            "start": start_step, "end": end_step, "summary": summary, "timer": timer, "refresh": (partial(status, state), outputs)}
