@@ -11,15 +11,18 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from kscu.influence import InfluenceReport
 
 X_LABEL = "denoising step (0 = pure noise)"
-_CAUSAL_STYLE = {"causal_from": ("--", "concept from step k on"), "causal_until": ("-.", "concept up to step k")}
+_CAUSAL_STYLE = {"causal_from": ("--", "o", "concept from step k on"), "causal_until": ("-.", "^", "concept up to step k")}
 
 
 def _figure(height: float, rows: int = 1) -> tuple[Figure, list]:
-    fig = Figure(figsize=(8, height), layout="tight")
+    # constrained layout: tight like tight_layout, and it makes room for a legend outside the axes
+    fig = Figure(figsize=(8, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     return fig, list(axes)
@@ -30,8 +33,10 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
 
     Top panel: the relative conditional gap (solid, shaded band = std over seeds). Bottom panel,
     when any report has causal curves: detection rate by switch point, dashed for "concept from
-    step k on", dash-dot for "concept up to step k". Each panel shows `window` [start, end) shaded,
-    each report's suggested S as a vertical line in its colour and the paper presets dotted.
+    step k on", dash-dot for "concept up to step k". Both panels show `window` [start, end)
+    shaded, each report's suggested S as a vertical line in its colour and the paper presets as
+    dotted grey lines. One legend outside the axes keys colours to concepts and line styles to
+    measures, so it never hides a curve however many concepts are overlaid.
     """
     if not reports:
         raise ValueError("no influence reports to plot: run kscu.influence.analyze first")
@@ -39,7 +44,7 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
     if len(num_steps) > 1:
         raise ValueError(f"reports use different schedules ({sorted(num_steps)} steps): analyse all concepts with the same num_steps to overlay them")
     K = num_steps.pop()
-    causal = any(r.curve("causal_from") or r.curve("causal_until") for r in reports)
+    causal = any(r.curve(m) for r in reports for m in _CAUSAL_STYLE)
     fig, axes = _figure(5.0 if causal else 4.0, 2 if causal else 1)
     colours = [f"C{i % 10}" for i in range(len(reports))]
 
@@ -48,33 +53,43 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
         gap = report.curve("gap")
         if gap is not None:
             value, spread = np.array(gap.value), np.array(gap.spread)
-            gap_ax.plot(gap.step_index, value, "-", color=colour, lw=2, label=f"{report.concept}: gap")
+            gap_ax.plot(gap.step_index, value, "-", color=colour, lw=2)
             gap_ax.fill_between(gap.step_index, value - spread, value + spread, color=colour, alpha=0.2, lw=0)
     gap_ax.set_ylabel("relative gap\n|eps(c) - eps(a)| / |eps(a)|")
-    gap_ax.set_title("Where the concept is decided (measured on the base model)")
-
+    gap_ax.set_title("Where the concept is decided (base model)")
     if causal:
-        causal_ax = axes[1]
         for report, colour in zip(reports, colours):
-            for measure, (style, label) in _CAUSAL_STYLE.items():
+            for measure, (style, marker, _) in _CAUSAL_STYLE.items():
                 curve = report.curve(measure)
                 if curve is not None:
-                    causal_ax.plot(curve.step_index, curve.value, style, color=colour, marker="o", ms=3, label=f"{report.concept}: {label}")
-        causal_ax.set_ylabel("detection rate")
-        causal_ax.set_ylim(-0.05, 1.05)
+                    axes[1].plot(curve.step_index, curve.value, ls=style, color=colour, marker=marker, ms=4)
+        axes[1].set_ylabel("detection rate")
+        axes[1].set_ylim(-0.05, 1.05)
 
-    paper = sorted({(r.paper_start, r.kind) for r in reports})
+    presets: dict[int, list[str]] = {}
+    for report in reports:
+        presets.setdefault(report.paper_start, []).append(report.kind)
     for ax in axes:
         if window is not None:
-            ax.axvspan(window[0], window[1], color="0.85", zorder=0, label=f"window [{window[0]}, {window[1]})" if ax is axes[0] else None)
+            ax.axvspan(window[0], window[1], color="0.88", zorder=0)
         for report, colour in zip(reports, colours):
-            ax.axvline(report.suggested_start, color=colour, lw=1.2, alpha=0.8, label=f"{report.concept}: suggested S = {report.suggested_start}" if ax is axes[0] else None)
-        for start, kind in paper:
-            ax.axvline(start, color="0.3", ls=":", lw=1.5, label=f"paper preset S = {start} ({kind})" if ax is axes[0] else None)
+            ax.axvline(report.suggested_start, color=colour, lw=1.2, alpha=0.8)
+        for start in presets:
+            ax.axvline(start, color="0.3", ls=":", lw=1.5)
         ax.set_xlim(0, K)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best", framealpha=0.8)
     axes[-1].set_xlabel(X_LABEL)
+
+    handles = [Line2D([], [], color=c, lw=2, label=f"{r.concept} (S = {r.suggested_start})") for r, c in zip(reports, colours)]
+    handles.append(Line2D([], [], color="0.3", lw=2, label="gap, band = std"))
+    if causal:
+        handles += [Line2D([], [], color="0.3", ls=style, marker=marker, ms=4, label=label) for style, marker, label in _CAUSAL_STYLE.values()]
+    handles.append(Line2D([], [], color="0.3", lw=1.2, label="suggested S"))
+    paper = ", ".join(f"{'/'.join(sorted(set(kinds)))} {start}" for start, kinds in sorted(presets.items()))
+    handles.append(Line2D([], [], color="0.3", ls=":", lw=1.5, label=f"paper preset S:\n{paper}"))
+    if window is not None:
+        handles.append(Patch(color="0.88", label=f"window [{window[0]}, {window[1]})"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=3)
     return fig
 
 

@@ -87,13 +87,14 @@ def test_unlearning_runs_in_the_background_with_live_progress(client):
     assert time.time() - begin < 30, "Start must return at once; the training runs in the background"
     assert "unlearn &#x27;striped&#x27; (kscu, 20 iterations)" in started[0]
 
-    progress, loss, gallery, summary, record, timer = finished(client, "/unlearn_status")
+    progress, loss, heading, gallery, summary, record, timer = finished(client, "/unlearn_status")
     assert "<b>Finished</b>" in progress and record["state"] == "done"
     assert record["iterations_done"] == ITERATIONS
     assert record["config"]["start_step"] == 24 and record["config"]["method"] == "kscu"
     assert loss["type"] == "matplotlib"
     # 2 previews over 20 iterations; the gallery shows the latest: 2 prompts x 2 seeds, upscaled.
-    assert [g["caption"] for g in gallery] == [f"{word} · seed {seed} · it. {ITERATIONS}" for word in ("striped", "plain") for seed in (0, 1)]
+    assert heading.endswith(f"at iteration {ITERATIONS}")
+    assert [g["caption"] for g in gallery] == [f"{word}, seed {seed}" for word in ("striped", "plain") for seed in (0, 1)]
     assert "last KSCU edit (current)" in summary and "| iterations | 20 |" in summary
 
 
@@ -106,12 +107,12 @@ def test_a_second_heavy_job_is_refused_and_cancel_stops_the_first(client):
     assert "<b>Cancelled</b>" in progress
     assert record["state"] == "cancelled" and "base model is unchanged" in record["message"]
     # the cancelled run did not replace the kept edit
-    assert "| iterations | 20 |" in client.predict(api_name="/unlearn_status")[3]
+    assert "| iterations | 20 |" in client.predict(api_name="/unlearn_status")[4]
 
 
 def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
     client.predict(*unlearn_args(method="esd", iterations=5), api_name="/start_unlearning")
-    assert finished(client, "/unlearn_status")[4]["state"] == "done"
+    assert finished(client, "/unlearn_status")[-2]["state"] == "done"  # the run record
 
     client.predict(["kscu", "esd"], "", "0, 1", True, 10, 12, api_name="/compare")
     progress, before, after_title, after, after_esd, table, notes, _ = finished(client, "/compare_status", False)
@@ -178,7 +179,7 @@ def test_unexpected_errors_become_one_readable_line():
 def test_progress_shows_percent_elapsed_and_time_left():
     from ui.common import progress_html
 
-    snap = {"state": "running", "progress": 0.25, "eta": None, "elapsed": 30.0, "cancel_requested": False,
+    snap = {"id": "job-1", "state": "running", "progress": 0.25, "eta": None, "elapsed": 30.0, "cancel_requested": False,
             "name": "unlearn 'striped'", "message": "iteration 5/20", "error": None}
     text = progress_html(snap)
     assert "25%" in text and "elapsed 30 s" in text and "about 1:30 left" in text and "width:25.0%" in text

@@ -45,8 +45,12 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def wait_finished(page, progress_id: str) -> None:
-    page.locator(f"#{progress_id} .kscu-progress.done").wait_for(timeout=JOB_TIMEOUT_MS)
+def run_job(page, progress_id: str, button: str) -> None:
+    """Press `button` and wait until the job it starts has finished. The progress box names its
+    job (data-job), so an earlier job's "done" is not mistaken for this one's."""
+    earlier = page.locator(f"#{progress_id} .kscu-progress").get_attribute("data-job")
+    page.get_by_role("button", name=button, exact=True).click()
+    page.locator(f'#{progress_id} .kscu-progress.done:not([data-job="{earlier}"])').wait_for(timeout=JOB_TIMEOUT_MS)
 
 
 def choose(page, label: str, option: str) -> None:
@@ -65,7 +69,7 @@ def test_quick_erase_in_five_clicks(page):
     page.get_by_role("button", name="Erase", exact=True).click()  # click 3
     page.locator("#quick-progress .kscu-progress.running").wait_for(timeout=120_000)
     shot(page, "03-quick-erase-running")
-    wait_finished(page, "quick-progress")
+    page.locator("#quick-progress .kscu-progress.done").wait_for(timeout=JOB_TIMEOUT_MS)
     for image in ("quick-before", "quick-after"):
         sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=30_000)
         box = page.locator(f"#{image} img").bounding_box()
@@ -82,8 +86,7 @@ def test_every_tab_shows_its_stage(page):
 
     page.get_by_role("tab", name="Analyze").click()
     page.get_by_label("causal (slower, needs a detector)").uncheck()  # the gap curve is enough here, and fast
-    page.get_by_role("button", name="Analyze", exact=True).click()
-    wait_finished(page, "analyze-progress")
+    run_job(page, "analyze-progress", "Analyze")
     sync_api.expect(page.get_by_text("suggested S =").first).to_be_visible(timeout=30_000)
     shot(page, "06-analyze")
 
@@ -99,16 +102,14 @@ def test_every_tab_shows_its_stage(page):
     iterations = page.get_by_label("Iterations", exact=True).filter(visible=True).first
     iterations.fill("10")
     iterations.press("Tab")
-    page.get_by_role("button", name="Start", exact=True).click()
-    wait_finished(page, "unlearn-progress")
+    run_job(page, "unlearn-progress", "Start")
     sync_api.expect(page.get_by_text("last KSCU edit (current)")).to_be_visible(timeout=30_000)
     sync_api.expect(page.locator("#unlearn-loss img")).to_be_visible(timeout=30_000)
     shot(page, "08-unlearn")
 
     page.get_by_role("tab", name="Compare").click()
     page.get_by_label("Measure UA / IRA / CRA (demo model)").uncheck()
-    page.get_by_role("button", name="Compare", exact=True).click()
-    wait_finished(page, "compare-progress")
+    run_job(page, "compare-progress", "Compare")
     for image in ("compare-before", "compare-after"):
         sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=30_000)
     shot(page, "09-compare")

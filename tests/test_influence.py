@@ -41,6 +41,7 @@ def test_report_shapes_and_json(striped):
     assert len(gap.timestep) == len(gap.value) == len(gap.spread) == 5
     assert gap.timestep == sorted(gap.timestep, reverse=True), "index 0 is the noisiest step"
     assert all(v > 0 for v in gap.value), "the concept word changes the prediction"
+    assert len(gap.weight) == 5 and gap.weight[0] > gap.weight[-2] > 0, "noisy steps move the sample most"
     for measure in ("causal_from", "causal_until"):
         curve = striped.curve(measure)
         assert curve.step_index == [0, 2, 5]
@@ -134,6 +135,13 @@ def test_rule_falls_back_to_the_cumulative_gap():
         suggest_start([gap], 8, threshold=1.0)
 
 
+def test_rule_weights_the_gap_by_how_far_each_step_moves_the_sample():
+    gap = _curve("gap", range(4), [1, 1, 1, 1])  # shares .25 .5 .75 1: > .5 from 2 on
+    assert suggest_start([gap], 4).start == 2
+    weighted = dataclasses.replace(gap, weight=[3, 1, 1, 1])  # shares .5 .67 .83 1: > .5 from 1 on
+    assert suggest_start([weighted], 4).start == 1
+
+
 def test_switch_grid_spans_the_schedule():
     assert switch_grid(25) == [0, 2, 5, 8, 10, 12, 15, 18, 20, 22, 25]
     assert switch_grid(5, 3) == [0, 2, 5]
@@ -154,7 +162,8 @@ def test_influence_figure_overlays_concepts(micro_demo, striped, sd1_like):
     # bottom: striped's two causal curves + the same vertical lines and window
     assert len(bottom.lines) == 6 and len(bottom.patches) == 1
     assert bottom.get_xlabel() == X_LABEL
-    assert len(top.get_legend().get_texts()) == 7
+    # one legend outside the axes: 2 concepts, gap, 2 causal styles, suggested S, presets, window
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 8
     fig.savefig(io.BytesIO(), format="png")
 
     gap_only = influence_figure([star])

@@ -139,7 +139,7 @@ def build(state: WorkbenchState) -> dict:
     timer = gr.Timer(POLL_SECONDS, active=False)
 
     outputs = [progress, plot, text, table, timer]
-    run.click(friendly(partial(start, state)), [concepts, kind, measures, num_steps, seeds, anchor], [progress, timer], api_name="analyze")
-    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_analysis", concurrency_limit=None)
+    run.click(friendly(partial(start, state)), [concepts, kind, measures, num_steps, seeds, anchor], [progress, timer], api_name="analyze", show_progress="hidden")
+    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_analysis", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, outputs, api_name="analysis_status", concurrency_limit=None, show_progress="hidden")
     return {"concepts": concepts, "kind": kind, "timer": timer, "refresh": (partial(status, state), outputs)}

@@ -116,7 +116,7 @@ def progress_html(snap: dict | None, idle: str = "Not started yet.") -> str:
     message = snap["error"] if state == "failed" else snap["message"]
     message = "" if message in ("queued", "running") else message  # the head already says so
     return (
-        f'<div class="kscu-progress {state}">'
+        f'<div class="kscu-progress {state}" data-job="{snap["id"]}">'
         f'<div class="kscu-progress-head"><b>{_STATE_WORDS[state]}</b>: {html.escape(snap["name"])} · {" · ".join(parts)}</div>'
         f'<div class="kscu-bar"><div style="width:{fraction * 100:.1f}%"></div></div>'
         f'<div class="kscu-progress-msg">{html.escape(message or "")}</div></div>'

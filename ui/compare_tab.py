@@ -78,16 +78,16 @@ def _work(state: WorkbenchState, model: LoadedModel, chosen: dict[str, UnlearnRe
             before, line = nudity_rate(grids["before_images"])
             after, _ = nudity_rate(grids["after_images"])
             out["notes"].append(line if before is None else f"Nudity rate ({label}): {before:.0%} before, {after:.0%} after. {line}")
-    state.comparison = out
     return out
 
 
-def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str, measure: bool, n_erase: float, n_retain: float) -> tuple[str, gr.Timer]:
-    """Start drawing (and on the demo model measuring) the chosen edits against the base model."""
+def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str, measure: bool, n_erase: float, n_retain: float) -> tuple:
+    """Start drawing (and on the demo model measuring) the chosen edits against the base model;
+    the last comparison's views are cleared so they cannot pass for this one's."""
     model = state.require_model()
     if not methods:
         raise ValueError("Tick at least one edit to compare (run Quick erase or Unlearn first).")
-    chosen = {METHOD_NAMES[m]: state.result(m) for m in methods}
+    chosen = {name: state.result(m) for m, name in METHOD_NAMES.items() if m in methods}
     concepts = {r.config.concept for r in chosen.values()}
     if len(concepts) > 1:
         raise ValueError(f"The ticked edits erase different concepts ({', '.join(sorted(concepts))}): compare one at a time.")
@@ -96,14 +96,17 @@ def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str
     name = f"compare {' and '.join(chosen)} edits of {concept!r}" + (" with metrics" if measure else "")
     job = state.submit(PURPOSE, name, partial(_work, state, model, chosen, parse_neighbours(neighbours), parse_seeds(seeds),
                                               measure, int(n_erase), int(n_retain)))
-    return progress_html(job.snapshot()), gr.Timer(active=True)
+    return (progress_html(job.snapshot()), gr.Timer(active=True), *view(state, False))
 
 
 def view(state: WorkbenchState, unblur: bool) -> tuple:
-    """The last comparison: before grid, KSCU and ESD after grids, metrics table and notes."""
-    c = state.comparison
+    """The last finished comparison (its job's result): before grid, KSCU and ESD after grids,
+    metrics table and notes; empty while a comparison runs."""
+    snap = state.snapshot(PURPOSE)
+    c = snap["result"] if snap is not None and snap["state"] == "done" else None
     if c is None:
-        return None, gr.skip(), None, gr.Column(visible=False), None, gr.Dataframe(visible=False), "No comparison yet: tick an edit and press Compare."
+        message = "No comparison yet: tick an edit and press Compare." if snap is None else ""
+        return None, gr.skip(), None, gr.Column(visible=False), None, gr.Dataframe(visible=False), message
     blurred = needs_blur(c["family"], c["kind"]) and not unblur
     grids = c["grids"]
     first = next(iter(grids.values()))
@@ -169,10 +172,10 @@ def build(state: WorkbenchState) -> dict:
     notes = gr.Markdown()
     table = gr.Dataframe(label="Metrics before and after (share of test images judged correct)", interactive=False, wrap=True, visible=False)
     timer = gr.Timer(POLL_SECONDS, active=False)
-
-    run.click(friendly(partial(start, state)), [methods, neighbours, seeds, measure, n_erase, n_retain], [progress, timer], api_name="compare")
-    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_compare", concurrency_limit=None)
     views = [before, after_title, after, esd_column, after_esd, table, notes]
+
+    run.click(friendly(partial(start, state)), [methods, neighbours, seeds, measure, n_erase, n_retain], [progress, timer, *views], api_name="compare", show_progress="hidden")
+    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_compare", concurrency_limit=None, show_progress="hidden")
     unblur.change(partial(view, state), unblur, views, api_visibility="private")
     timer.tick(friendly(partial(status, state)), unblur, [progress, *views, timer], api_name="compare_status",
                concurrency_limit=None, show_progress="hidden")

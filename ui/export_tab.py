@@ -99,6 +99,9 @@ def build(state: WorkbenchState) -> dict:
                 save_button = gr.Button("Save edit file", variant="primary")
                 pipeline_button = gr.Button("Export the full edited model (zip)")
             edit_file = gr.File(label="Edit (.safetensors)", interactive=False, elem_id="export-edit-file")
+            gr.Markdown("The full export writes the whole model: about 45 MB for the demo model, 2–4 GB for SD1.x.",
+                        elem_classes="kscu-note")
+            status = gr.Markdown(min_height=48)  # shows the export's spinner, or a badge if it failed
             pipeline_file = gr.File(label="Edited model (diffusers folder, zip)", interactive=False, visible=False)
         with gr.Column():
             gr.Markdown("#### Load an earlier edit")
@@ -107,7 +110,8 @@ def build(state: WorkbenchState) -> dict:
             message = gr.Markdown()
             details = gr.JSON(label="Edit metadata")
 
-    save_button.click(friendly(partial(save, state)), method, [edit_file, details], api_name="export_edit")
-    pipeline_button.click(friendly(partial(save_pipeline, state)), method, pipeline_file, api_name="export_pipeline")
-    load_button.click(friendly(partial(load, state)), upload, [details, message], api_name="load_edit")
+    save_button.click(friendly(partial(save, state)), method, [edit_file, details], api_name="export_edit", show_progress="hidden")
+    pipeline_button.click(friendly(partial(save_pipeline, state)), method, pipeline_file, api_name="export_pipeline",
+                          show_progress_on=[status], concurrency_id="heavy")
+    load_button.click(friendly(partial(load, state)), upload, [details, message], api_name="load_edit", show_progress="hidden")
     return {"method": method, "refresh_choices": (partial(available, state), method)}

@@ -95,10 +95,11 @@ def build(state: WorkbenchState) -> dict:
     shown = friendly(partial(show, state))
     kind.input(partial(preset_window, state), [kind, num_steps], [start, end, iterations], api_visibility="private").then(shown, inputs, [plot, summary], api_visibility="private")
     num_steps.release(partial(preset_window, state), [kind, num_steps], [start, end, iterations], api_visibility="private").then(shown, inputs, [plot, summary], api_visibility="private")
-    suggested.click(friendly(partial(suggested_start, state)), num_steps, start, api_visibility="private").success(shown, inputs, [plot, summary], api_visibility="private")
+    suggested.click(friendly(partial(suggested_start, state)), num_steps, start, api_visibility="private", show_progress="hidden").success(
+        shown, inputs, [plot, summary], api_visibility="private", show_progress="hidden")
     for slider in (start, end):
-        slider.release(shown, inputs, [plot, summary], api_visibility="private")
-    iterations.blur(shown, inputs, [plot, summary], api_visibility="private")
-    iterations.submit(shown, inputs, [plot, summary], api_name="key_steps")
+        slider.release(shown, inputs, [plot, summary], api_visibility="private", show_progress="hidden")
+    iterations.blur(shown, inputs, [plot, summary], api_visibility="private", show_progress="hidden")
+    iterations.submit(shown, inputs, [plot, summary], api_name="key_steps", show_progress="hidden")
     return {"kind": kind, "num_steps": num_steps, "start": start, "end": end, "iterations": iterations, "use": use,
             "refresh": (shown, inputs, [plot, summary])}

@@ -71,9 +71,11 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
                 export = export_tab.build(state)
 
         family_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"]]
+        # Progress (and a failure's badge) show in a status area under the button, not on the summary
+        # of the model that stays loaded; the message itself comes as a message box.
         model["load"].click(
             friendly(partial(model_tab.load, state)), [model["source_type"], model["location"], model["device"]], [model["summary"], header],
-            api_name="load_model", concurrency_id="heavy",
+            api_name="load_model", concurrency_id="heavy", show_progress_on=[model["status"]],
         ).success(partial(family_updates, state), None, family_outputs, api_visibility="private")
         keys["use"].click(
             use_window, [keys["kind"], keys["num_steps"], keys["start"], keys["end"], keys["iterations"]],

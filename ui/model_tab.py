@@ -68,8 +68,10 @@ def build(state: WorkbenchState) -> dict:
                                   info="Ignored for the embedded demo model. Pickle checkpoints (.ckpt, .bin) are refused: they can run code.")
             device = gr.Radio(list(DEVICES), value="auto", label="Device", info="auto: the GPU when there is one, else the CPU.")
             load_button = gr.Button("Load model", variant="primary")
-            gr.Markdown("Loading a model drops the analyses and edits of the previous one.", elem_classes="kscu-note")
+            gr.Markdown("Loading takes seconds for the demo model, a minute or two for SD1.x, and drops the analyses and "
+                        "edits of the previous model.", elem_classes="kscu-note")
+            status = gr.Markdown(min_height=48)  # shows the loading spinner, or a badge if loading failed
         with gr.Column(scale=3):
             gr.Markdown("### Loaded model")
             summary = gr.Markdown(model_summary(state))
-    return {"source_type": source_type, "location": location, "device": device, "load": load_button, "summary": summary}
+    return {"source_type": source_type, "location": location, "device": device, "load": load_button, "status": status, "summary": summary}

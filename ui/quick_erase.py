@@ -67,14 +67,15 @@ def _work(state: WorkbenchState, model: LoadedModel, config: UnlearnConfig, job:
     return {"result": result, "grids": grids, "report": report}
 
 
-def erase(state: WorkbenchState, concept: str | None, kind: str | None) -> tuple[str, gr.Timer]:
-    """Start the quick erase job; returns the progress display and the polling timer."""
+def erase(state: WorkbenchState, concept: str | None, kind: str | None) -> tuple:
+    """Start the quick erase job; returns the progress display, the polling timer, and cleared
+    results (the last erase's images must not pass for this one's)."""
     model = state.require_model()
     concept = clean_concept(concept)
     kind = resolve_kind(concept, kind, model.family)
     config = UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations).resolve(model.family)
     job = state.submit(PURPOSE, f"erase {concept!r} ({kind}, KSCU preset, {config.iterations} iterations)", partial(_work, state, model, config))
-    return progress_html(job.snapshot()), gr.Timer(active=True)
+    return progress_html(job.snapshot()), gr.Timer(active=True), None, None, gr.Dataframe(visible=False), ""
 
 
 def status(state: WorkbenchState) -> tuple:
@@ -138,8 +139,8 @@ def build(state: WorkbenchState) -> dict:
     timer = gr.Timer(POLL_SECONDS, active=False)
 
     concept.change(partial(guess_kind, state), concept, kind, api_visibility="private", queue=False)
-    erase_button.click(friendly(partial(erase, state)), [concept, kind], [progress, timer], api_name="quick_erase")
-    cancel_button.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None)
+    erase_button.click(friendly(partial(erase, state)), [concept, kind], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
+    cancel_button.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, [progress, before, after, table, summary, timer],
                api_name="quick_erase_status", concurrency_limit=None, show_progress="hidden")
     return {"concept": concept, "kind": kind, "progress": progress, "timer": timer,

@@ -58,8 +58,6 @@ class WorkbenchState:
     """The last edit per method ("kscu", "esd"), so KSCU and ESD can be compared side by side."""
     current: str | None = None
     """The method of the most recent edit: what Compare and Export pick by default."""
-    comparison: dict | None = None
-    """The last comparison's raw images and metrics (re-rendered when blurring is toggled)."""
     files_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kscu-workbench-")))
     """Where downloads are written (the app allows Gradio to serve this folder)."""
     _adopted: set[str] = field(default_factory=set)
@@ -77,7 +75,7 @@ class WorkbenchState:
         with self._lock:
             self.model, self.model_error = model, None
             self.reports, self.results, self.current = [], {}, None
-            self.comparison, self._edited = None, None
+            self.jobs, self._edited = {}, None  # finished jobs' results belong to the old model
 
     def submit(self, purpose: str, name: str, fn: Callable[[Job], Any]) -> Job:
         """Start a background job (JobBusy if another heavy job runs) and remember it by purpose."""

@@ -6,7 +6,7 @@ from functools import partial
 
 import gradio as gr
 
-from kscu.config import PARAM_SUBSETS, UnlearnConfig
+from kscu.config import UnlearnConfig
 from kscu.demo.world import ATTRIBUTES, attribute_of
 from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
@@ -20,6 +20,7 @@ from ui.state import METHOD_NAMES, WorkbenchState
 PURPOSE = "unlearn"
 METHODS = [("KSCU: key steps only", "kscu"), ("ESD: all steps (baseline)", "esd")]
 PARAM_LABELS = [("cross-attention (xattn)", "xattn"), ("all but cross-attention (noxattn)", "noxattn"), ("everything (full)", "full")]
+PREVIEW_HEADING = "#### Previews with the model being tuned: the concept, then a neighbour that must stay"
 PREVIEW_SEEDS = (0, 1)
 """Each preview prompt is drawn with these seeds, the same at every preview."""
 
@@ -67,7 +68,7 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     seeds = list(PREVIEW_SEEDS) * len(rows)
     every = max(1, config.iterations // max(1, int(previews)))
     job = state.track(PURPOSE, start_unlearning(state.runner, model, config, prompts, seeds, every))
-    captions = [f"{w} · seed {s}" for w in words for s in PREVIEW_SEEDS]
+    captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
     state.job_info[job.id] = {"config": config, "captions": captions}
     return progress_html(job.snapshot()), gr.Timer(active=True)
 
@@ -101,22 +102,23 @@ def status(state: WorkbenchState) -> tuple:
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Set up the run and press Start.")
     if snap is None:
-        return progress, gr.skip(), gr.skip(), edits_summary(state), gr.skip(), timer_state(snap)
+        return progress, gr.skip(), gr.skip(), gr.skip(), edits_summary(state), gr.skip(), timer_state(snap)
     info = state.job_info.get(snap["id"], {})
     config = info.get("config")
     losses = snap["losses"]
     figure = loss_figure([loss for _, _, loss in losses], [k for _, k, _ in losses])
-    gallery = gr.skip()
+    gallery, heading = None, PREVIEW_HEADING  # a new run starts with no previews, not the last run's
     if snap["preview"] is not None:
         images = snap["preview"]
         if config is not None and needs_blur(state.model.family if state.model else "demo", config.kind):
             images = blur(images, max(2.0, images.shape[2] * BLUR_SHARE))
-        captions = [f"{c} · it. {snap['preview_iteration']}" for c in info.get("captions", [])]
+        captions = info.get("captions", [])
         gallery = list(zip(upscale(images), captions)) if len(captions) == len(images) else upscale(images)
+        heading = f"{PREVIEW_HEADING}, at iteration {snap['preview_iteration']}"
     record = {"state": snap["state"], "progress": round(snap["progress"], 4), "iterations_done": len(losses),
               "elapsed_s": round(snap["elapsed"], 1), "message": snap["error"] or snap["message"],
               "config": config.to_dict() if config is not None else None}
-    return progress, figure, gallery, edits_summary(state), record, timer_state(snap)
+    return progress, figure, heading, gallery, edits_summary(state), record, timer_state(snap)
 
 
 def cancel(state: WorkbenchState) -> str:
@@ -163,7 +165,7 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column(scale=3):
             gr.Markdown("#### Loss, and the key step each iteration trained")
             loss = gr.Plot(show_label=False, format="png", elem_id="unlearn-loss")
-            gr.Markdown("#### Previews with the model being tuned: the concept, then a neighbour that must stay")
+            preview_heading = gr.Markdown(PREVIEW_HEADING)
             gallery = gr.Gallery(show_label=False, columns=4, height="auto", elem_id="unlearn-previews",
                                  object_fit="contain", allow_preview=True)
     gr.Markdown("### Kept edits")
@@ -177,9 +179,9 @@ def build(state: WorkbenchState) -> dict:
     for trigger in (kind.input, method.input, num_steps.release):
         trigger(partial(preset_fields, state), [kind, method, num_steps], preset_outputs, api_visibility="private")
     inputs = [concept, kind, method, iterations, lr, params, anchor, seed, num_steps, start_step, end_step, previews]
-    run.click(friendly(partial(start, state)), inputs, [progress, timer], api_name="start_unlearning")
-    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_unlearning", concurrency_limit=None)
-    outputs = [progress, loss, gallery, summary, record, timer]
+    run.click(friendly(partial(start, state)), inputs, [progress, timer], api_name="start_unlearning", show_progress="hidden")
+    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
+    outputs = [progress, loss, preview_heading, gallery, summary, record, timer]
     timer.tick(friendly(partial(status, state)), None, outputs, api_name="unlearn_status", concurrency_limit=None, show_progress="hidden")
     return {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "num_steps": num_steps,
             "start": start_step, "end": end_step, "summary": summary, "timer": timer, "refresh": (partial(status, state), outputs)}

@@ -114,6 +114,23 @@ def classifier_accuracy(classifier: ConceptClassifier, images: torch.Tensor, lab
     return {name: float((predictions[name] == labels[:, i]).mean()) for i, name in enumerate(ATTRIBUTES)}
 
 
+def _classifier_step(model: ConceptClassifier, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimisation step on the summed cross-entropy of all attribute heads."""
+    logits = model(x)
+    loss = sum(F.cross_entropy(logits[name], y[:, i]) for i, name in enumerate(ATTRIBUTES))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def _reconstruct(vae, images: torch.Tensor, batch: int = 200) -> torch.Tensor:
+    """Images in [-1, 1] through the VAE (posterior mean), as every generated image is decoded."""
+    return torch.cat([vae.decode(vae.encode(images[i : i + batch]).latent_dist.mode()).sample.clamp(-1, 1)
+                      for i in range(0, len(images), batch)])
+
+
 def stage_classifier(run: Run, cfg: TrainConfig) -> None:
     if run.done("classifier"):
         return
@@ -130,14 +147,9 @@ def stage_classifier(run: Run, cfg: TrainConfig) -> None:
         idx = order[step * batch : (step + 1) * batch]
         for group in optimizer.param_groups:
             group["lr"] = 2e-3 * lr_at(step, steps, max(1, steps // 20))
-        logits = model(to_tensor(images[idx]))
-        target = torch.from_numpy(labels[idx])
-        loss = sum(F.cross_entropy(logits[name], target[:, i]) for i, name in enumerate(ATTRIBUTES))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = _classifier_step(model, optimizer, to_tensor(images[idx]), torch.from_numpy(labels[idx]))
         if step % 50 == 0:
-            run.log(f"classifier step {step}/{steps} loss {loss.item():.4f}")
+            run.log(f"classifier step {step}/{steps} loss {loss:.4f}")
     test_images, test_labels, _ = generate(512 if cfg.micro else 2000, seed=cfg.seed + 999)
     accuracy = classifier_accuracy(model, to_tensor(test_images), test_labels)
     model.save(run.work / "classifier")
@@ -191,9 +203,7 @@ def stage_vae(run: Run, cfg: TrainConfig, refine: bool) -> None:
     vae.eval()
     classifier = ConceptClassifier.load(run.work / "classifier")
     test_images, test_labels, _ = generate(256 if cfg.micro else 1000, seed=cfg.seed + 777)
-    with torch.no_grad():
-        recon = torch.cat([vae.decode(vae.encode(to_tensor(test_images[i : i + 100])).latent_dist.mode()).sample for i in range(0, len(test_images), 100)])
-    accuracy = classifier_accuracy(classifier, recon.clamp(-1, 1), test_labels)
+    accuracy = classifier_accuracy(classifier, _reconstruct(vae, to_tensor(test_images)), test_labels)
     run.mark(name)
     run.log(f"{name}: done; classifier on reconstructions {accuracy}")
 
@@ -213,10 +223,8 @@ def stage_classifier_refine(run: Run, cfg: TrainConfig) -> None:
     vae = architecture.make_vae(cfg.micro)
     vae.load_state_dict(run.load("vae_final.pt")["model"])
     vae.eval()
-    with torch.no_grad():
-        recon = torch.cat([vae.decode(vae.encode(to_tensor(images[i : i + 200])).latent_dist.mode()).sample.clamp(-1, 1)
-                           for i in range(0, n, 200)])
-    inputs = torch.cat([to_tensor(images[:n]), recon])
+    clean_inputs = to_tensor(images[:n])
+    inputs = torch.cat([clean_inputs, _reconstruct(vae, clean_inputs)])
     targets = torch.from_numpy(np.concatenate([labels[:n], labels[:n]]))
     model = ConceptClassifier.load(run.work / "classifier")
     model.train()
@@ -225,19 +233,12 @@ def stage_classifier_refine(run: Run, cfg: TrainConfig) -> None:
     order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(cfg.seed))
     for step, start in enumerate(range(0, len(inputs), batch)):
         idx = order[start : start + batch]
-        logits = model(inputs[idx])
-        loss = sum(F.cross_entropy(logits[name], targets[idx, i]) for i, name in enumerate(ATTRIBUTES))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = _classifier_step(model, optimizer, inputs[idx], targets[idx])
         if step % 25 == 0:
-            run.log(f"classifier_refine step {step} loss {loss.item():.4f}")
+            run.log(f"classifier_refine step {step} loss {loss:.4f}")
     test_images, test_labels, _ = generate(256 if cfg.micro else 1000, seed=cfg.seed + 999)
     clean = classifier_accuracy(model, to_tensor(test_images), test_labels)
-    with torch.no_grad():
-        test_recon = torch.cat([vae.decode(vae.encode(to_tensor(test_images[i : i + 200])).latent_dist.mode()).sample.clamp(-1, 1)
-                                for i in range(0, len(test_images), 200)])
-    reconstructed = classifier_accuracy(model, test_recon, test_labels)
+    reconstructed = classifier_accuracy(model, _reconstruct(vae, to_tensor(test_images)), test_labels)
     model.save(run.work / "classifier")
     (run.work / "classifier" / "accuracy.json").write_text(json.dumps({"clean": clean, "vae_reconstructions": reconstructed}))
     run.mark("classifier_refine")
