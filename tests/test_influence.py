@@ -149,7 +149,7 @@ def test_switch_grid_spans_the_schedule():
 
 # --- figures ----------------------------------------------------------------------------------------
 
-def test_influence_figure_overlays_concepts(micro_demo, striped, sd1_like):
+def test_influence_figure_overlays_concepts(micro_demo, striped):
     import matplotlib.pyplot as plt
 
     before = plt.get_fignums()
