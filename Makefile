@@ -47,7 +47,7 @@ browser:
 	fi
 
 bench: install
-	@shopt -s nullglob; scripts=(benchmarks/*.py); \
+	@shopt -s nullglob; scripts=(benchmarks/[!_]*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks in benchmarks/"; exit 0; fi; \
 	for f in "$${scripts[@]}"; do echo "== $$f"; $(TEST_ENV) $(PY) "$$f" || exit 1; done
 

@@ -83,7 +83,8 @@ def summarise(runs: list[dict]) -> dict:
 def ratio(esd: float | None, kscu: float | None) -> float | str:
     """ESD's cost over KSCU's, or why there is no ratio."""
     if esd is None or kscu is None:
-        return "not reached" + (" by ESD" if esd is None else "") + (" by KSCU" if kscu is None else "")
+        missing = [name for name, cost in (("ESD", esd), ("KSCU", kscu)) if cost is None]
+        return "not reached by " + " or ".join(missing)
     if kscu <= 0:
         return "the base already has UA >= 0.95" if esd <= 0 else "KSCU at no cost (base already erased?)"
     return esd / kscu

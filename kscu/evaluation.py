@@ -209,7 +209,9 @@ def evaluate_edit(
     )
 
 
-def _rows(metrics: dict) -> list[tuple[str, float]]:
+def metric_rows(metrics: dict) -> list[tuple[str, float]]:
+    """One side's metrics (``EvalReport.before`` or ``.after``) as named rows in display order,
+    shared by the CLI's text table and the UI's table so both say the same things."""
     rows = [("detection rate (erase set)", metrics["detection_rate"]), ("UA", metrics["ua"]), ("IRA", metrics["ira"])]
     rows += [(f"CRA {b}", acc) for b, acc in metrics["cra"].items()]
     rows.append(("CRA mean", metrics["cra_mean"]))
@@ -221,12 +223,12 @@ def format_table(report: EvalReport) -> str:
     """A plain-text before / after / delta table (before only when there is no edited UNet)."""
     header = f"{report.concept} ({report.attribute}): {report.n_erase} erase / {report.n_retain} retain prompts, "
     header += f"{report.num_steps} steps, guidance {report.guidance:g}, seed {report.seed}, {report.seconds:.0f} s"
-    before = _rows(report.before)
+    before = metric_rows(report.before)
     width = max(len(name) for name, _ in before)
     if report.after is None:
         lines = [f"{'metric':<{width}}  before"] + [f"{name:<{width}}  {b:6.3f}" for name, b in before]
     else:
-        after = dict(_rows(report.after))
+        after = dict(metric_rows(report.after))
         lines = [f"{'metric':<{width}}  before   after   delta"]
         lines += [f"{name:<{width}}  {b:6.3f}  {after[name]:6.3f}  {after[name] - b:+6.3f}" for name, b in before]
     return "\n".join([header, *lines])

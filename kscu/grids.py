@@ -111,7 +111,9 @@ def image_grid(images: np.ndarray, rows: int, cols: int, labels: list[str] | Non
         raise ValueError("scale must be a positive integer")
     cell_h, cell_w = images.shape[1] * scale, images.shape[2] * scale
     width = cols * cell_w + (cols - 1) * _GAP
-    font = ImageFont.load_default()
+    # Pillow's bundled FreeType font at a size that grows with the cells: the bitmap default (10 px)
+    # was hard to read under 256-px cells.
+    font = ImageFont.load_default(size=max(12, min(20, cell_w // 9)))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_h = measure.textbbox((0, 0), "Ag", font=font)[3] + 2
     wrapped = [_wrap(measure, label, font, width - 2 * _PAD) for label in labels] if labels is not None else [[] for _ in range(rows)]

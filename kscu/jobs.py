@@ -234,8 +234,12 @@ def start_unlearning(
     preview_prompts: list[str] | None = None,
     preview_seeds: list[int] | None = None,
     preview_every: int = 50,
+    wrap: Callable[[Callable[[Job], Any]], Callable[[Job], Any]] | None = None,
 ) -> Job:
     """Run kscu.trainer.unlearn as a job; its result is the UnlearnResult.
+
+    `wrap` decorates the job's work function before it is submitted: the UI passes
+    `spaces.GPU(duration=...)` there so that on Hugging Face ZeroGPU the training thread holds a GPU.
 
     The job records progress, ETA and a (iteration, step_index, loss) point per iteration.
     With preview_prompts, every `preview_every` iterations it samples them with the UNet being
@@ -268,4 +272,4 @@ def start_unlearning(
 
         return unlearn(model, cfg, on_progress, should_stop=lambda: job.cancel_requested)
 
-    return runner.submit(f"unlearn {cfg.concept!r} ({cfg.method}, {cfg.iterations} iterations)", work)
+    return runner.submit(f"unlearn {cfg.concept!r} ({cfg.method}, {cfg.iterations} iterations)", wrap(work) if wrap else work)

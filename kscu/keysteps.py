@@ -67,7 +67,8 @@ PAPER_PRESETS: dict[str, Preset] = {
 PRESETS: dict[str, dict[str, Preset]] = {
     "sd1": PAPER_PRESETS,
     # The tiny demo model needs far larger steps than SD1.4 (lr 1e-5 changes nothing there) and
-    # fewer iterations; windows follow the paper. Tuned on the embedded model, see README.
+    # fewer iterations; windows follow the paper. lr and iterations were checked on "striped"
+    # (README, "Preset tuning"); the other kinds reuse them untuned.
     "demo": {
         "nudity": Preset(250, 14, "xattn", 3e-4),
         "object": Preset(250, 14, "xattn", 3e-4),

@@ -111,12 +111,13 @@ def loss_figure(losses: Sequence[float], steps: Sequence[int]) -> Figure:
     cumulative = np.concatenate([[0.0], np.cumsum(loss)])
     running = (cumulative[iterations] - cumulative[np.maximum(iterations - width, 0)]) / np.minimum(iterations, width)
     step_ax = ax.twinx()
-    step_ax.plot(iterations, steps, ".", color="0.6", ms=2, label="key step k")
-    step_ax.set_ylabel("key step k", color="0.4")
+    step_ax.plot(iterations, steps, "o", color="C1", ms=2.5, alpha=0.5, mec="none", label="key step k")
+    step_ax.set_ylabel("key step k", color="C1")
     ax.plot(iterations, loss, "-", color="C0", lw=0.8, alpha=0.4, label="loss")
     ax.plot(iterations, running, "-", color="C0", lw=2, label=f"running mean ({width})")
     ax.set_zorder(step_ax.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.legend(fontsize=8, loc="upper right")
+    handles = ax.get_legend_handles_labels()[0] + step_ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     return fig

@@ -74,3 +74,8 @@ def test_training_script_runs_a_micro_config_and_resumes(tmp_path):
     assert "classifier:" not in log  # finished stages are not redone
     assert json.loads((work / "status.json").read_text())["unet_step"] == 6
     assert (out / "model_index.json").exists() and (out / "classifier" / "classifier.json").exists()
+    # A finished run continues with a second learning-rate cycle (how the shipped model was trained).
+    log = subprocess.run(command + ["--unet-steps", "9", "--continue-from", "6", "--restart-lr", "2e-4"],
+                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "resumed at step 6" in log and "unet step 9/9" in log
+    assert json.loads((work / "status.json").read_text())["config"]["unet_restart_step"] == 6

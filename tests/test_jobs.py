@@ -31,6 +31,21 @@ def test_unlearning_job_runs_to_done_with_progress_and_loss_points(micro_demo):
     assert snap["finished"] >= snap["started"] and snap["preview"] is None
 
 
+def test_the_work_function_runs_inside_the_given_wrapper(micro_demo):
+    """The hook the UI uses for spaces.GPU: the training must run inside the wrapped call."""
+    entered = []
+
+    def wrap(fn):
+        def wrapped(job):
+            entered.append(threading.current_thread() is not threading.main_thread())
+            return fn(job)
+        return wrapped
+
+    job = start_unlearning(JobRunner(), micro_demo, short_config(2), wrap=wrap)
+    assert job.wait(TIMEOUT) and job.snapshot()["state"] == "done"
+    assert entered == [True]
+
+
 def test_a_second_submit_while_one_runs_is_refused():
     runner, release = JobRunner(), threading.Event()
 

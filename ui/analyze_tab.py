@@ -11,7 +11,7 @@ from kscu.influence import MEASURES, InfluenceReport, analyze
 from kscu.jobs import Job
 from kscu.models import LoadedModel
 from kscu.plots import influence_figure
-from ui.common import POLL_SECONDS, concept_choices, friendly, kinds_for, progress_html, resolve_kind, timer_state
+from ui.common import POLL_SECONDS, cancel_job, concept_choices, friendly, kinds_for, progress_html, resolve_kind, timer_state
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
 from ui.state import WorkbenchState
 
@@ -97,13 +97,6 @@ def status(state: WorkbenchState) -> tuple:
     return progress, influence_figure(reports), reading(reports), curve_table(reports), timer_state(snap)
 
 
-def cancel(state: WorkbenchState) -> str:
-    job = state.jobs.get(PURPOSE)
-    if job is not None and not job.is_finished:
-        job.cancel()
-    return progress_html(job.snapshot() if job else None, idle="Nothing is running.")
-
-
 def build(state: WorkbenchState) -> dict:
     family = state.model.family if state.model else None
     gr.Markdown(
@@ -140,6 +133,6 @@ def build(state: WorkbenchState) -> dict:
 
     outputs = [progress, plot, text, table, timer]
     run.click(friendly(partial(start, state)), [concepts, kind, measures, num_steps, seeds, anchor], [progress, timer], api_name="analyze", show_progress="hidden")
-    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_analysis", concurrency_limit=None, show_progress="hidden")
+    stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_analysis", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, outputs, api_name="analysis_status", concurrency_limit=None, show_progress="hidden")
     return {"concepts": concepts, "kind": kind, "timer": timer, "refresh": (partial(status, state), outputs)}

@@ -123,6 +123,16 @@ def progress_html(snap: dict | None, idle: str = "Not started yet.") -> str:
     )
 
 
+def cancel_job(state: Any, purpose: str) -> str:
+    """Ask the tab's job (``state.jobs[purpose]``) to stop at its next iteration; its progress display."""
+    job = state.jobs.get(purpose)
+    if job is None:
+        return progress_html(None, idle="Nothing is running.")
+    if not job.is_finished:
+        job.cancel()
+    return progress_html(job.snapshot())
+
+
 def image_panel(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
     """A grid image with its title above it (Gradio's floating label would cover the grid's
     first row label); the title is returned too, for panels whose title changes."""

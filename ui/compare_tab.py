@@ -11,7 +11,7 @@ from kscu.grids import comparison_grids
 from kscu.jobs import Job, JobCancelled
 from kscu.models import LoadedModel
 from kscu.trainer import UnlearnResult
-from ui.common import POLL_SECONDS, friendly, image_panel, progress_html, timer_state
+from ui.common import POLL_SECONDS, cancel_job, friendly, image_panel, progress_html, timer_state
 from ui.quick_erase import scoreable
 from ui.results import grid_image, metrics_table, needs_blur, reading
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
@@ -132,13 +132,6 @@ def status(state: WorkbenchState, unblur: bool) -> tuple:
     return (progress, *view(state, unblur), timer_state(snap))
 
 
-def cancel(state: WorkbenchState) -> str:
-    job = state.jobs.get(PURPOSE)
-    if job is not None and not job.is_finished:
-        job.cancel()
-    return progress_html(job.snapshot() if job else None, idle="Nothing is running.")
-
-
 def build(state: WorkbenchState) -> dict:
     gr.Markdown(
         "### Before and after, on the same random seeds\n"
@@ -175,7 +168,7 @@ def build(state: WorkbenchState) -> dict:
     views = [before, after_title, after, esd_column, after_esd, table, notes]
 
     run.click(friendly(partial(start, state)), [methods, neighbours, seeds, measure, n_erase, n_retain], [progress, timer, *views], api_name="compare", show_progress="hidden")
-    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_compare", concurrency_limit=None, show_progress="hidden")
+    stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_compare", concurrency_limit=None, show_progress="hidden")
     unblur.change(partial(view, state), unblur, views, api_visibility="private")
     timer.tick(friendly(partial(status, state)), unblur, [progress, *views, timer], api_name="compare_status",
                concurrency_limit=None, show_progress="hidden")

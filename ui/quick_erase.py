@@ -16,7 +16,7 @@ from kscu.grids import comparison_grids
 from kscu.jobs import Job, JobCancelled
 from kscu.models import LoadedModel
 from kscu.trainer import unlearn
-from ui.common import (POLL_SECONDS, clean_concept, concept_choices, duration, friendly, image_panel, kind_of, kinds_for, progress_html,
+from ui.common import (POLL_SECONDS, cancel_job, clean_concept, concept_choices, duration, friendly, image_panel, kind_of, kinds_for, progress_html,
                        resolve_kind, timer_state)
 from ui.results import grid_image, metrics_table, needs_blur, reading
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
@@ -103,14 +103,6 @@ def status(state: WorkbenchState) -> tuple:
             "\n\n".join(text), timer_state(snap))
 
 
-def cancel(state: WorkbenchState) -> str:
-    job = state.jobs.get(PURPOSE)
-    if job is None or job.is_finished:
-        return progress_html(job.snapshot() if job else None, idle="Nothing is running.")
-    job.cancel()
-    return progress_html(job.snapshot())
-
-
 def build(state: WorkbenchState) -> dict:
     family = state.model.family if state.model else None
     gr.Markdown(
@@ -140,7 +132,7 @@ def build(state: WorkbenchState) -> dict:
 
     concept.change(partial(guess_kind, state), concept, kind, api_visibility="private", queue=False)
     erase_button.click(friendly(partial(erase, state)), [concept, kind], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
-    cancel_button.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None, show_progress="hidden")
+    cancel_button.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, [progress, before, after, table, summary, timer],
                api_name="quick_erase_status", concurrency_limit=None, show_progress="hidden")
     return {"concept": concept, "kind": kind, "progress": progress, "timer": timer,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from kscu.evaluation import DETECTED_BEFORE, ERASED_AFTER, MAX_RETENTION_DROP, EvalReport, _rows, verdict
+from kscu.evaluation import DETECTED_BEFORE, ERASED_AFTER, MAX_RETENTION_DROP, EvalReport, metric_rows, verdict
 from kscu.grids import MIN_CELL, blur, image_grid
 
 BLUR_SHARE = 1 / 12
@@ -42,10 +42,10 @@ def metrics_table(reports: dict[str, EvalReport]) -> pd.DataFrame:
     if not reports:
         return pd.DataFrame()
     first = next(iter(reports.values()))
-    before = _rows(first.before)
+    before = metric_rows(first.before)
     table = {"metric": [name for name, _ in before], "before": [_percent(v) for _, v in before]}
     for label, report in reports.items():
-        after = dict(_rows(report.after))
+        after = dict(metric_rows(report.after))
         table[f"after ({label})"] = [_percent(after[name]) for name, _ in before]
         table[f"change ({label})"] = [f"{(after[name] - b) * 100:+.0f} pts" for name, b in before]
     return pd.DataFrame(table)

@@ -12,9 +12,10 @@ from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
 from kscu.keysteps import key_step_table
 from kscu.plots import loss_figure
-from ui.common import (POLL_SECONDS, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
+from ui.common import (POLL_SECONDS, cancel_job, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
                        resolve_kind, timer_state, upscale)
 from ui.results import BLUR_SHARE, needs_blur
+from ui.spaces_gpu import TRAIN_SECONDS, gpu
 from ui.state import METHOD_NAMES, WorkbenchState
 
 PURPOSE = "unlearn"
@@ -67,7 +68,8 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     prompts = [p for p in rows for _ in PREVIEW_SEEDS]
     seeds = list(PREVIEW_SEEDS) * len(rows)
     every = max(1, config.iterations // max(1, int(previews)))
-    job = state.track(PURPOSE, start_unlearning(state.runner, model, config, prompts, seeds, every))
+    job = state.track(PURPOSE, start_unlearning(state.runner, model, config, prompts, seeds, every,
+                                                    wrap=gpu(TRAIN_SECONDS)))
     captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
     state.job_info[job.id] = {"config": config, "captions": captions}
     return progress_html(job.snapshot()), gr.Timer(active=True)
@@ -119,13 +121,6 @@ def status(state: WorkbenchState) -> tuple:
               "elapsed_s": round(snap["elapsed"], 1), "message": snap["error"] or snap["message"],
               "config": config.to_dict() if config is not None else None}
     return progress, figure, heading, gallery, edits_summary(state), record, timer_state(snap)
-
-
-def cancel(state: WorkbenchState) -> str:
-    job = state.jobs.get(PURPOSE)
-    if job is not None and not job.is_finished:
-        job.cancel()
-    return progress_html(job.snapshot() if job else None, idle="Nothing is running.")
 
 
 def build(state: WorkbenchState) -> dict:
@@ -180,7 +175,7 @@ def build(state: WorkbenchState) -> dict:
         trigger(partial(preset_fields, state), [kind, method, num_steps], preset_outputs, api_visibility="private")
     inputs = [concept, kind, method, iterations, lr, params, anchor, seed, num_steps, start_step, end_step, previews]
     run.click(friendly(partial(start, state)), inputs, [progress, timer], api_name="start_unlearning", show_progress="hidden")
-    stop.click(friendly(partial(cancel, state)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
+    stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
     outputs = [progress, loss, preview_heading, gallery, summary, record, timer]
     timer.tick(friendly(partial(status, state)), None, outputs, api_name="unlearn_status", concurrency_limit=None, show_progress="hidden")
     return {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "num_steps": num_steps,

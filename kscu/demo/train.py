@@ -46,6 +46,10 @@ class TrainConfig:
     unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup: int = 200
+    # A second learning-rate cycle starting at this UNet step (0: one cycle). Lets a finished run be
+    # continued with fresh warmup + cosine decay instead of creeping on at the 5% floor.
+    unet_restart_step: int = 0
+    unet_restart_lr: float = 5e-4
     checkpoint_every: int = 150
     export_every: int = 600
     seed: int = 0
@@ -298,6 +302,14 @@ def export_pipeline(run: Run, cfg: TrainConfig, ema: dict[str, dict[str, torch.T
     tmp.replace(out)
 
 
+def _unet_lr(cfg: TrainConfig, step: int) -> float:
+    """First cycle: warmup + cosine over all steps; after a restart: a shorter cycle of its own."""
+    if cfg.unet_restart_step and step >= cfg.unet_restart_step:
+        span = cfg.unet_steps - cfg.unet_restart_step
+        return cfg.unet_restart_lr * lr_at(step - cfg.unet_restart_step, span, min(cfg.warmup // 2, span))
+    return cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
+
+
 def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
     if run.done("unet"):
         return
@@ -333,7 +345,7 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
         rng = random.Random(cfg.seed * 1_000_003 + step)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
+            group["lr"] = _unet_lr(cfg, step)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
         prompts = [training_prompt(scenes[i], rng) for i in idx.tolist()]
         x0 = latents[idx]
@@ -403,10 +415,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("assets/demo-model"))
     parser.add_argument("--micro", action="store_true", help="seconds-long run on micro configs (tests)")
     parser.add_argument("--unet-steps", type=int, default=None)
+    parser.add_argument("--continue-from", type=int, default=None, metavar="STEP",
+                        help="continue a finished UNet stage from its checkpoint at STEP up to --unet-steps, "
+                             "with a new warmup + cosine cycle (peak --restart-lr)")
+    parser.add_argument("--restart-lr", type=float, default=None)
     args = parser.parse_args()
     cfg = TrainConfig.micro_config() if args.micro else TrainConfig()
     if args.unet_steps:
         cfg.unet_steps = args.unet_steps
+    if args.continue_from is not None:
+        cfg.unet_restart_step = args.continue_from
+        (args.work / "unet.done").unlink(missing_ok=True)
+    if args.restart_lr is not None:
+        cfg.unet_restart_lr = args.restart_lr
     train(args.work, args.out, cfg)
 
 
