@@ -14,6 +14,7 @@ from PIL import Image
 from kscu.demo.world import ATTRIBUTES, KIND_OF_ATTRIBUTE, attribute_of
 from kscu.jobs import JobBusy
 from kscu.keysteps import PAPER_PRESETS, PRESETS
+from ui.state import WorkbenchState
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def progress_html(snap: dict | None, idle: str = "Not started yet.") -> str:
     )
 
 
-def cancel_job(state: Any, purpose: str) -> str:
+def cancel_job(state: WorkbenchState, purpose: str) -> str:
     """Ask the tab's job (``state.jobs[purpose]``) to stop at its next iteration; its progress display."""
     job = state.jobs.get(purpose)
     if job is None:
