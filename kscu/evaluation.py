@@ -173,22 +173,28 @@ def evaluate_edit(
     batch_size: int = 32,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    base: EvalReport | None = None,
 ) -> EvalReport:
     """Score `edited_unet` against the base UNet on the demo model (see the module docstring).
 
     edited_unet None: only the base is evaluated and report.after is None.
+    base: an earlier base-only report with the same settings, reused instead of sampling the base
+    again (the quick erase computes it while the edit trains); other settings are a ValueError.
     on_progress(done_images, total_images) is called after every batch; should_stop() is polled
     between batches and raises EvaluationCancelled when true.
     """
     attribute = demo_attribute(model, concept)
     concept = concept.strip().lower()
     start = time.perf_counter()
+    settings = (concept, n_erase, n_retain, num_steps, guidance, seed)
+    if base is not None and (base.concept, base.n_erase, base.n_retain, base.num_steps, base.guidance, base.seed) != settings:
+        raise ValueError("the base report was measured with other settings; evaluate again without it")
     erase, retain = prompt_sets(concept, n_erase, n_retain, seed)
     prompts, seeds = erase.prompts + retain.prompts, erase.seeds + retain.seeds
-    unets = [model.unet] + ([edited_unet] if edited_unet is not None else [])
+    unets = ([] if base is not None else [model.unet]) + ([edited_unet] if edited_unet is not None else [])
     total, done = len(prompts) * len(unets), 0
     sampler = Sampler(model, num_steps, guidance)
-    results = []
+    results = [base.before] if base is not None else []
     for unet in unets:
         predictions: list[Predictions] = []
         for i in range(0, len(prompts), batch_size):
@@ -203,9 +209,10 @@ def evaluate_edit(
         erase_pred = {a: v[:n_erase] for a, v in joined.items()}
         retain_pred = {a: v[n_erase:] for a, v in joined.items()}
         results.append(concept_metrics(attribute, concept, erase_pred, erase.labels(), retain_pred, retain.labels()))
+    seconds = time.perf_counter() - start + (base.seconds if base is not None else 0.0)
     return EvalReport(
         concept, attribute, results[0], results[1] if len(results) > 1 else None,
-        n_erase, n_retain, num_steps, guidance, seed, time.perf_counter() - start,
+        n_erase, n_retain, num_steps, guidance, seed, seconds,
     )
 
 

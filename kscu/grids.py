@@ -63,29 +63,36 @@ def comparison_grids(
     seeds: tuple[int, ...] | list[int] = (0, 1, 2, 3),
     num_steps: int = 25,
     guidance: float = 3.0,
+    base: dict | None = None,
 ) -> dict:
     """Before/after grids (rows = prompts, columns = seeds) and the raw images.
 
-    Returns {"prompts", "seeds", "before", "after", "before_images", "after_images"}: the grids are
-    PIL images, the raw arrays uint8 (rows * cols, H, W, 3) in row-major order. With edited_unet
-    None only the base is drawn and the "after" entries are None.
+    Returns {"prompts", "seeds", "settings", "before", "after", "before_images", "after_images"}:
+    the grids are PIL images, the raw arrays uint8 (rows * cols, H, W, 3) in row-major order. With
+    edited_unet None only the base is drawn and the "after" entries are None. base: such a result
+    drawn earlier with the same settings, whose "before" side is reused instead of sampled again.
     """
     prompts = grid_prompts(model, concept, neighbours)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
+    settings = (tuple(prompts), tuple(seeds), num_steps, guidance)
+    if base is not None and base.get("settings") != settings:
+        raise ValueError("the base grids were drawn with other prompts or settings; draw them again without base")
     pairs_prompts = [p for p in prompts for _ in seeds]
     pairs_seeds = seeds * len(prompts)
     sampler = Sampler(model, num_steps, guidance)
-    result: dict = {"prompts": prompts, "seeds": seeds}
-    for name, unet in (("before", model.unet), ("after", edited_unet)):
+    result: dict = {"prompts": prompts, "seeds": seeds, "settings": settings}
+
+    def draw(unet) -> tuple[Image.Image | None, np.ndarray | None]:
         if unet is None:
-            result[name] = result[f"{name}_images"] = None
-            continue
+            return None, None
         images = sampler.generate(unet, pairs_prompts, pairs_seeds)
         scale = max(1, math.ceil(MIN_CELL / images.shape[2]))
-        result[f"{name}_images"] = images
-        result[name] = image_grid(images, len(prompts), len(seeds), labels=prompts, scale=scale)
+        return image_grid(images, len(prompts), len(seeds), labels=prompts, scale=scale), images
+
+    result["before"], result["before_images"] = (base["before"], base["before_images"]) if base is not None else draw(model.unet)
+    result["after"], result["after_images"] = draw(edited_unet)
     return result
 
 

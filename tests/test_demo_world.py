@@ -78,4 +78,11 @@ def test_training_script_runs_a_micro_config_and_resumes(tmp_path):
     log = subprocess.run(command + ["--unet-steps", "9", "--continue-from", "6", "--restart-lr", "2e-4"],
                          cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert "resumed at step 6" in log and "unet step 9/9" in log
-    assert json.loads((work / "status.json").read_text())["config"]["unet_restart_step"] == 6
+    status = json.loads((work / "status.json").read_text())
+    assert status["config"]["unet_restart_step"] == 6
+    assert [h["until_unet_step"] for h in status["history"]] == [3, 6], "each earlier setting is kept with its last step"
+    assert status["history"][-1]["config"]["unet_steps"] == 6 and status["history"][-1]["config"]["unet_restart_step"] == 0
+    # Continuing from a step the checkpoint has not reached is refused, not silently rescheduled.
+    (work / "unet.done").unlink()
+    failed = subprocess.run(command + ["--unet-steps", "20", "--continue-from", "12"], cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode != 0 and "before --continue-from 12" in failed.stderr

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from kscu.demo.prompts import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, prompt_for
 from kscu.demo.world import ATTRIBUTES
@@ -157,6 +158,20 @@ def test_evaluate_edit_base_only_and_cancel(micro_demo):
         evaluate_edit(micro_demo, None, "red", n_erase=2, n_retain=4, num_steps=2, should_stop=lambda: True)
 
 
+def test_evaluate_edit_reuses_a_base_report_with_the_same_settings(micro_demo):
+    edited = copy.deepcopy(micro_demo.unet)
+    torch.nn.init.normal_(edited.conv_out.weight, std=0.5)  # a different "after", so reuse is visible
+    full = evaluate_edit(micro_demo, edited, "striped", n_erase=4, n_retain=4, num_steps=2)
+    base = evaluate_edit(micro_demo, None, "striped", n_erase=4, n_retain=4, num_steps=2)
+    calls = []
+    reused = evaluate_edit(micro_demo, edited, "striped", n_erase=4, n_retain=4, num_steps=2, base=base,
+                           on_progress=lambda done, total: calls.append((done, total)))
+    assert reused.before == full.before == base.before and reused.after == full.after
+    assert calls[-1] == (8, 8), "only the edited side is sampled"
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate_edit(micro_demo, edited, "striped", n_erase=4, n_retain=4, num_steps=3, base=base)
+
+
 def test_evaluate_edit_rejects_unknown_concepts_and_sd1(micro_demo):
     with pytest.raises(ValueError, match="not a concept of the demo world"):
         evaluate_edit(micro_demo, None, "van gogh", n_erase=2, n_retain=2, num_steps=2)
@@ -205,6 +220,10 @@ def test_comparison_grids_sizes(micro_demo):
     assert out["before"].size == out["after"].size
     base_only = comparison_grids(micro_demo, None, "striped", seeds=(3,), num_steps=2)
     assert base_only["after"] is None and base_only["after_images"] is None and len(base_only["prompts"]) == rows
+    reused = comparison_grids(micro_demo, copy.deepcopy(micro_demo.unet), "striped", seeds=(3,), num_steps=2, base=base_only)
+    assert reused["before"] is base_only["before"] and np.array_equal(reused["after_images"], base_only["before_images"])
+    with pytest.raises(ValueError, match="other prompts or settings"):
+        comparison_grids(micro_demo, None, "striped", seeds=(4,), num_steps=2, base=base_only)
 
 
 def test_blur_smooths_and_keeps_shape():

@@ -4,7 +4,7 @@
 nothing outside ZeroGPU hardware, so the decorator is applied only when the package imports and
 is a no-op everywhere else (local runs, CPU Spaces, dedicated-GPU Spaces).
 
-On ZeroGPU keep long training to the presets: a preset run of the demo model (250 iterations,
+On ZeroGPU keep long training to the presets: a preset run of the demo model (150-250 iterations,
 about 2 UNet calls each) takes well under a minute on a GPU, inside the default allocation; SD1.x
 presets (200-750 iterations at 512 px) need the longer TRAIN_SECONDS below. Custom runs with
 thousands of iterations can exceed the allocation and are cut off: run those on a dedicated GPU

@@ -50,6 +50,13 @@ class TrainConfig:
     # continued with fresh warmup + cosine decay instead of creeping on at the 5% floor.
     unet_restart_step: int = 0
     unet_restart_lr: float = 5e-4
+    # Offset noise (a per-image, per-channel constant added to the noise), from this UNet step on.
+    # Why: our latents carry background and colour in their per-image channel means, and SD1.x's
+    # schedule leaves alpha-bar 0.0047 of signal at t=999; on a 16x16 latent the noise's spatial
+    # mean (std 1/16) is no larger than that signal, so without an offset the model reads the
+    # background from x_T and, sampled from fresh noise, ignores the prompt (grey backgrounds).
+    noise_offset: float = 0.25
+    noise_offset_from: int = 0
     checkpoint_every: int = 150
     export_every: int = 600
     seed: int = 0
@@ -333,6 +340,9 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
         optimizer.load_state_dict(state["optimizer"])
         ema = state["ema"]
         step = int(state["step"])
+        if cfg.unet_restart_step and step < cfg.unet_restart_step:
+            raise SystemExit(f"unet.pt is at step {step}, before --continue-from {cfg.unet_restart_step}: "
+                             "finish that run first or continue from its step")
         run.log(f"unet: resumed at step {step}")
     else:
         ema = {"unet": {k: v.clone() for k, v in unet.state_dict().items()},
@@ -350,6 +360,8 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
         prompts = [training_prompt(scenes[i], rng) for i in idx.tolist()]
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=gen)
+        if cfg.noise_offset and step >= cfg.noise_offset_from:
+            noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
         context = text_encoder(_tokenize(tokenizer, prompts))[0]
@@ -379,11 +391,17 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
 
 
 def _write_status(run: Run, cfg: TrainConfig, extra: dict) -> None:
+    """Merge `extra` into status.json. A run continued with other settings keeps the earlier
+    configs under "history" (with the UNet step each ended at), so the shipped training.json
+    says how every step of the model was trained."""
     status = {"config": asdict(cfg), **extra}
     path = run.work / "status.json"
     if path.exists():
         old = json.loads(path.read_text())
-        status = {**old, **status}
+        history = old.get("history", [])
+        if old.get("config") not in (None, status["config"]):
+            history = history + [{"config": old["config"], "until_unet_step": old.get("unet_step")}]
+        status = {**old, **status, "history": history}
     path.write_text(json.dumps(status, indent=2))
 
 
@@ -419,6 +437,9 @@ def main() -> None:
                         help="continue a finished UNet stage from its checkpoint at STEP up to --unet-steps, "
                              "with a new warmup + cosine cycle (peak --restart-lr)")
     parser.add_argument("--restart-lr", type=float, default=None)
+    parser.add_argument("--noise-offset", type=float, default=None, help="offset-noise strength (0 = off)")
+    parser.add_argument("--noise-offset-from", type=int, default=None, metavar="STEP",
+                        help="first UNet step trained with offset noise (default 0)")
     args = parser.parse_args()
     cfg = TrainConfig.micro_config() if args.micro else TrainConfig()
     if args.unet_steps:
@@ -428,6 +449,10 @@ def main() -> None:
         (args.work / "unet.done").unlink(missing_ok=True)
     if args.restart_lr is not None:
         cfg.unet_restart_lr = args.restart_lr
+    if args.noise_offset is not None:
+        cfg.noise_offset = args.noise_offset
+    if args.noise_offset_from is not None:
+        cfg.noise_offset_from = args.noise_offset_from
     train(args.work, args.out, cfg)
 
 
