@@ -10,7 +10,8 @@ Definitions (erased value v of attribute A, judged by the demo world's exact cla
 - erase set: prompts naming v with random other values; retain set: prompts naming each other
   value of A evenly, with random other values.
 - detection rate = share of erase-set images still read as v; UA = 1 - detection rate.
-- IRA = share of retain-set images whose A reading equals the prompted value.
+- IRA = share of retain-set images whose A reading equals the prompted value; ira_by_value the
+  same for each retained value on its own.
 - CRA[B] = the same for every other attribute B on the retain set; cra_mean their mean.
 - erase_set_retention[B] = the same for B on the erase set (collateral damage on the erased
   prompts themselves: the stripes should go, the blue square on a light background should stay).
@@ -126,6 +127,12 @@ def concept_metrics(
         "ua": 1.0 - detection,
         "detection_rate": detection,
         "ira": float(np.mean(retain_pred[attribute] == retain_labels[attribute])),
+        # Per retained value: an edit often hurts one look-alike neighbour (dots fade with stripes)
+        # while the others keep everything, which the mean alone hides.
+        "ira_by_value": {
+            ATTRIBUTES[attribute][v]: float(np.mean(retain_pred[attribute][retain_labels[attribute] == v] == v))
+            for v in sorted(set(retain_labels[attribute].tolist()))
+        },
         "cra": cra,
         "cra_mean": float(np.mean(list(cra.values()))),
         "erase_set_retention": {b: float(np.mean(erase_pred[b] == erase_labels[b])) for b in others},
@@ -220,6 +227,7 @@ def metric_rows(metrics: dict) -> list[tuple[str, float]]:
     """One side's metrics (``EvalReport.before`` or ``.after``) as named rows in display order,
     shared by the CLI's text table and the UI's table so both say the same things."""
     rows = [("detection rate (erase set)", metrics["detection_rate"]), ("UA", metrics["ua"]), ("IRA", metrics["ira"])]
+    rows += [(f"IRA {value}", acc) for value, acc in metrics.get("ira_by_value", {}).items()]
     rows += [(f"CRA {b}", acc) for b, acc in metrics["cra"].items()]
     rows.append(("CRA mean", metrics["cra_mean"]))
     rows += [(f"erase-set {b}", acc) for b, acc in metrics["erase_set_retention"].items()]

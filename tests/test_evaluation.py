@@ -85,6 +85,7 @@ def test_concept_metrics_on_hand_made_readings():
     m = concept_metrics("style", "striped", erase_pred, erase_labels, retain_pred, retain_labels)
     assert m["ua"] == 0.25 and m["detection_rate"] == 0.75
     assert m["ira"] == 0.75
+    assert m["ira_by_value"] == {"plain": 0.5, "dotted": 0.5, "checkered": 1.0, "outlined": 1.0}
     assert m["cra"] == {"shape": 1.0, "colour": 0.5, "background": 0.875}
     assert m["cra_mean"] == pytest.approx((1.0 + 0.5 + 0.875) / 3)
     assert m["erase_set_retention"] == {"shape": 1.0, "colour": 0.75, "background": 1.0}
