@@ -58,27 +58,22 @@ def _work(state: WorkbenchState, model: LoadedModel, config: UnlearnConfig, job:
         job.add_loss(p.iteration, p.step_index, p.loss)
         job.set_progress(train_share * p.iteration / p.iterations, f"Erasing: iteration {p.iteration} of {p.iterations}")
 
-    with ThreadPoolExecutor(1, thread_name_prefix="quick-base") as pool:
-        base = pool.submit(_base_side, model, config.concept, state.quick, scored, stop)
-        result = unlearn(model, config, on_progress, should_stop=stop)
-        state.keep_result(result)
-        job.set_progress(train_share, "Drawing before/after images")
-        try:
-            base_grids, base_report = base.result()
-        except EvaluationCancelled as exc:
-            raise JobCancelled(f"{exc}; the edit itself is kept (Compare, Export)") from None
-    edited = state.edited_unet(result)
-    grids = comparison_grids(model, edited, config.concept, base=base_grids)
-    report = None
-    if scored:
-        def measured(done: int, total: int) -> None:
-            job.set_progress(grid_share + (1 - grid_share) * done / total, f"Measuring: {done} of {total} test images")
+    def measured(done: int, total: int) -> None:
+        job.set_progress(grid_share + (1 - grid_share) * done / total, f"Measuring: {done} of {total} test images")
 
-        try:
-            report = evaluate_edit(model, edited, config.concept, n_erase=state.quick.n_erase, n_retain=state.quick.n_retain,
-                                   on_progress=measured, should_stop=stop, base=base_report)
-        except EvaluationCancelled as exc:
-            raise JobCancelled(f"{exc}; the edit itself is kept (Compare, Export)") from None
+    try:  # an evaluation is stopped only once the edit exists (unlearn raises its own cancel)
+        with ThreadPoolExecutor(1, thread_name_prefix="quick-base") as pool:
+            base = pool.submit(_base_side, model, config.concept, state.quick, scored, stop)
+            result = unlearn(model, config, on_progress, should_stop=stop)
+            state.keep_result(result)
+            job.set_progress(train_share, "Drawing before/after images")
+            base_grids, base_report = base.result()
+        edited = state.edited_unet(result)
+        grids = comparison_grids(model, edited, config.concept, base=base_grids)
+        report = evaluate_edit(model, edited, config.concept, n_erase=state.quick.n_erase, n_retain=state.quick.n_retain,
+                               on_progress=measured, should_stop=stop, base=base_report) if scored else None
+    except EvaluationCancelled as exc:
+        raise JobCancelled(f"{exc}; the edit itself is kept (Compare, Export)") from None
     return {"result": result, "grids": grids, "report": report}
 
 
