@@ -10,7 +10,8 @@ Run:   python benchmarks/end_to_end.py [--concept striped]
 Smoke: python benchmarks/end_to_end.py --smoke --model <micro demo folder>   (a few seconds)
 Runtime on the 2-core CPU with the defaults: about 3 min (erase about 1 min, evaluation of
 2 x 220 images about 2 min).
-Writes end_to_end.json and end_to_end.png (phase times) under benchmarks/results/.
+Writes end_to_end.json and end_to_end.png (phase times) under benchmarks/results/ (end_to_end_cuda.*
+when it ran on a GPU: the workbench uses CUDA when present).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def main() -> None:
     print(f"erase: {cfg.iterations} iterations, window [{cfg.start_step}, {cfg.end_step}) of {cfg.num_steps}, "
           f"{result.unet_forwards} UNet images, {result.unet_backwards} backward passes")
     met = phases["erase"] < ERASE_TARGET_SECONDS
-    print(f"target erase < {ERASE_TARGET_SECONDS:.0f} s: {'met' if met else 'missed'} ({phases['erase']:.1f} s, torch threads: {torch.get_num_threads()})")
+    print(f"target erase < {ERASE_TARGET_SECONDS:.0f} s: {'met' if met else 'missed'} ({phases['erase']:.1f} s, device {model.device}, torch threads: {torch.get_num_threads()})")
     print(eval_table(report))
     print("verdict: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items()))
 
@@ -62,10 +63,11 @@ def main() -> None:
     axes[0, 0].axvline(ERASE_TARGET_SECONDS, color="tab:red", ls=":", label=f"erase target {ERASE_TARGET_SECONDS:.0f} s")
     axes[0, 0].set(xlabel="seconds", title=f"erase {args.concept!r} end to end")
     axes[0, 0].legend(fontsize=7)
-    save_figure(fig, args, "end_to_end")
+    name = "end_to_end" if model.device.type == "cpu" else f"end_to_end_{model.device.type}"  # CUDA runs keep the CPU figures
+    save_figure(fig, args, name)
     write_results(
-        args, "end_to_end",
-        {"model": model.source, "model_hash": model.model_hash,
+        args, name,
+        {"model": model.source, "model_hash": model.model_hash, "device": str(model.device),
          "phases": phases, "config": cfg.to_dict(), "unet_forwards": result.unet_forwards, "report": report.to_dict(), "verdict": checks},
         {"phases": phases, "erase_target_met": met, "ua": report.after["ua"], "ira": report.after["ira"],
          "cra_mean": report.after["cra_mean"], "passed": checks["passed"]},

@@ -28,10 +28,11 @@ that samples 24 steps is about 50 UNet forwards of ~0.8 TFLOP each.
 Run:   python benchmarks/sd14_scale.py --resolution 32 --threads 2    (CPU)
        python benchmarks/sd14_scale.py --devices cuda    (GPU; kinds style and object by default there)
 Smoke: python benchmarks/sd14_scale.py --smoke    (the tiny SD1 architecture, a few seconds)
-Runtime (estimates, not measured here): 2-core CPU at --resolution 32 about 15 min, at 64 about
-1 h, with about 14 GB of memory for the style kind (the object kind trains all but
-cross-attention: about 25 GB with Adam, CUDA only in practice); one H100 about 1 min.
-Writes sd14_scale_<devices>_<resolution>.json and .png under benchmarks/results/.
+Runtime: 2-core CPU at --resolution 32 about 15 min, at 64 about 1 h (estimates), with 9.3 GB
+peak RSS for the style kind (measured at 32); one H200, style and object at 64, 6 KSCU and 3 ESD
+iterations each: about 70 s per dtype with 18.4 GB peak GPU memory for the object kind (measured
+2026-11-26; the object kind trains all but cross-attention, CUDA only in practice).
+Writes sd14_scale_<devices>_<resolution>[_<cuda dtype>].json and .png under benchmarks/results/.
 """
 from __future__ import annotations
 
@@ -74,17 +75,12 @@ def peak_matmul(device: torch.device, dtype: torch.dtype, n: int, seconds: float
     return 2 * n**3 * reps / elapsed
 
 
-def autocast(model: LoadedModel):
-    """The trainer's autocast: the model dtype on CUDA, none on the CPU."""
-    return torch.autocast("cuda", dtype=model.dtype, enabled=model.device.type == "cuda")
-
-
 def forward_flops(model: LoadedModel, resolution: int) -> int:
     """FLOPs of one UNet forward at batch 1 (77-token text context), as FlopCounterMode counts them."""
     unet = model.unet
     x = torch.randn(1, unet.config.in_channels, resolution, resolution, device=model.device, dtype=model.dtype)
     context = encode_prompts(model, ["a painting"])
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), autocast(model):
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), model.autocast():
         unet(x, torch.tensor(500, device=model.device), encoder_hidden_states=context)
     return counter.get_total_flops()
 
@@ -196,7 +192,7 @@ def main() -> None:
     axes[0, 0].set_xticks(x, labels, fontsize=7)
     axes[0, 0].set(yscale="log", ylabel="seconds per iteration", title=f"SD1.4 architecture ({args.scale}), {args.resolution}x{args.resolution} latents")
     axes[0, 0].legend(fontsize=7)
-    name = f"sd14_scale_{'_'.join(args.devices)}_{args.resolution}"
+    name = f"sd14_scale_{'_'.join(args.devices)}_{args.resolution}" + (f"_{args.cuda_dtype}" if "cuda" in args.devices else "")
     save_figure(fig, args, name)
     write_results(
         args, name,

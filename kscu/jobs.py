@@ -20,7 +20,6 @@ import time
 import traceback
 import uuid
 from collections import deque
-from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
@@ -265,16 +264,12 @@ def start_unlearning(
 
     def work(job: Job) -> Any:
         sampler = Sampler(model, PREVIEW_STEPS, PREVIEW_GUIDANCE) if prompts else None
-        # The tuned copy is float32; with a half-precision CUDA model the trainer runs it under
-        # autocast, and so do previews.
-        half_on_cuda = model.device.type == "cuda" and model.dtype != torch.float32
-        autocast = torch.autocast("cuda", dtype=model.dtype) if half_on_cuda else nullcontext()
 
         def on_progress(p: Progress, tuned: torch.nn.Module) -> None:
             job.add_loss(p.iteration, p.step_index, p.loss)
             job.set_progress(p.iteration / p.iterations, f"iteration {p.iteration}/{p.iterations}, loss {p.loss:.4g}", p.eta)
             if sampler is not None and p.iteration % preview_every == 0:
-                with torch.no_grad(), autocast:
+                with torch.no_grad(), model.autocast():  # the tuned copy is float32, as in the trainer
                     job.set_preview(sampler.generate(tuned, prompts, seeds), p.iteration)
 
         return unlearn(model, cfg, on_progress, should_stop=lambda: job.cancel_requested)

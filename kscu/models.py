@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,16 @@ class LoadedModel:
     @property
     def vae(self):
         return self.pipe.vae
+
+    @property
+    def half_on_cuda(self) -> bool:
+        """Whether the base weights are fp16/bf16 on a GPU: the float32 copies that training
+        and previews use then run under autocast in this dtype (CPU models stay float32)."""
+        return self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
+
+    def autocast(self):
+        """The autocast context for float32 modules working beside this model's half weights."""
+        return torch.autocast("cuda", dtype=self.dtype) if self.half_on_cuda else nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------

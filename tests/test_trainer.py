@@ -83,3 +83,16 @@ def test_cancel_stops_between_iterations_and_keeps_the_base_bit_identical(micro_
 def test_empty_concept_is_refused_with_advice(micro_demo):
     with pytest.raises(ValueError, match="concept is empty"):
         unlearn(micro_demo, UnlearnConfig("  ", iterations=2))
+
+
+def test_only_half_precision_cuda_models_train_under_autocast(micro_demo):
+    """CPU and float32 models train as they are; fp16/bf16 on CUDA get autocast (and, for fp16,
+    loss scaling, measured necessary on a GPU: scripts/cuda_precision.py)."""
+    from dataclasses import replace
+
+    cuda = torch.device("cuda")
+    assert not micro_demo.half_on_cuda
+    assert not replace(micro_demo, device=cuda, dtype=torch.float32).half_on_cuda
+    assert not replace(micro_demo, dtype=torch.float16).half_on_cuda  # a half model on the CPU
+    assert replace(micro_demo, device=cuda, dtype=torch.float16).half_on_cuda
+    assert replace(micro_demo, device=cuda, dtype=torch.bfloat16).half_on_cuda
