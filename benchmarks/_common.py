@@ -169,7 +169,8 @@ def cost_model(config: UnlearnConfig, family: str) -> Cost:
     for k in table:
         sampling.append(2 if cfg.method == "kscu" and previous == k - 1 else 2 * k)
         previous = k
-    return Cost(sampling, 3 if anchored else 2, 2 if cfg.lambda2 > 0 else 1)
+    keep = 1 if cfg.preserve else 0  # a second trajectory, sampled and reused alike, one target, one prediction
+    return Cost([s * (1 + keep) for s in sampling], (3 if anchored else 2) + keep, (2 if cfg.lambda2 > 0 else 1) + keep)
 
 
 def checked_forwards(result: UnlearnResult, family: str) -> list[int]:

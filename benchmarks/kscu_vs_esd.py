@@ -17,8 +17,8 @@ snapshots of the seed-averaged curve; "not reached" when it never gets there).
 
 Run:   python benchmarks/kscu_vs_esd.py [--concepts striped,star,red] [--seeds 0,1,2]
 Smoke: python benchmarks/kscu_vs_esd.py --smoke --model <micro demo folder>   (about 10 s)
-Runtime on the 2-core CPU with the defaults: about 2 h (per concept and seed about 4 min for
-KSCU and 8 min for ESD, evaluation included); --seeds 0 takes about 40 min.
+Runtime on the 2-core CPU with the defaults: 59 min measured (2026-11-26; per concept and seed
+3-5 min, ESD's training most of it, evaluation included); --seeds 0 took 19 min.
 Writes kscu_vs_esd.json and kscu_vs_esd.png under benchmarks/results/.
 """
 from __future__ import annotations

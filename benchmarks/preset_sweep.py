@@ -1,11 +1,13 @@
 """Preset tuning on the embedded demo model: erasure against retention for a list of settings.
 
-Each setting (learning rate, iterations, optionally eta) trains one KSCU edit of --concept with
+Each setting (learning rate, iterations, optionally eta and concepts to preserve with the
+optional preservation term and its weight) trains one KSCU edit of --concept with
 everything else from the kind's preset, and is scored on evaluate_edit's prompts and seeds (the
 CLI's `evaluate` defaults), the base scored once. The table shows what every extra update buys
 in erasure and costs in retention; the plot puts each setting on the detection-rate / IRA plane.
 
 Run:   python benchmarks/preset_sweep.py [--concept striped] [--settings 3e-4:250,2e-4:150,...]
+       python benchmarks/preset_sweep.py --settings 2e-4:150:keep=dotted+checkered --out benchmarks/results/preserve
 Smoke: python benchmarks/preset_sweep.py --smoke --model <micro demo folder>   (a few seconds)
 Runtime on the 2-core CPU with the defaults: about 6 min (per setting 15-35 s of training and
 35 s of evaluation, plus the base).
@@ -21,20 +23,32 @@ DEFAULT_SETTINGS = "3e-4:250,3e-4:120,2e-4:150,1e-4:250,3e-4:250:0,3e-4:250:0.5"
 
 
 def setting(text: str) -> dict:
-    """'lr:iterations[:eta]' -> UnlearnConfig fields."""
+    """'lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N]' -> UnlearnConfig fields (keep: concepts
+    to preserve, joined by '+'; w: the preservation weight; seed: the training seed, default 0)."""
     parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise SystemExit(f"{text!r}: a setting is lr:iterations or lr:iterations:eta, e.g. 2e-4:150")
-    fields = {"lr": float(parts[0]), "iterations": int(parts[1])}
-    if len(parts) == 3:
-        fields["eta"] = float(parts[2])
+    usage = f"{text!r}: a setting is lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N], e.g. 2e-4:150 or 3e-4:250:keep=dotted+checkered"
+    if len(parts) < 2:
+        raise SystemExit(usage)
+    try:
+        fields = {"lr": float(parts[0]), "iterations": int(parts[1])}
+        for part in parts[2:]:
+            if part.startswith("keep="):
+                fields["preserve"] = tuple(part[5:].split("+"))
+            elif part.startswith("w="):
+                fields["preserve_weight"] = float(part[2:])
+            elif part.startswith("seed="):
+                fields["seed"] = int(part[5:])
+            else:
+                fields["eta"] = float(part)
+    except ValueError:
+        raise SystemExit(usage) from None
     return fields
 
 
 def main() -> None:
     parser = BenchParser(__doc__)
     parser.option("--concept", "striped", "striped", "the demo-world concept to erase")
-    parser.option("--settings", DEFAULT_SETTINGS, "3e-4:2,1e-4:2:0", "comma list of lr:iterations[:eta]", words)
+    parser.option("--settings", DEFAULT_SETTINGS, "3e-4:2,1e-4:2:0:keep=dotted", "comma list of lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N]", words)
     parser.option("--num-steps", 50, 10, "DDIM steps of the training schedule (K)", int)
     parser.evaluation_options()
     args = parser.parse()
@@ -58,7 +72,7 @@ def main() -> None:
         ax.scatter(row["detection"], row["ira"], color="grey" if row["seconds"] is None else "tab:blue")
         ax.annotate(row["setting"], (row["detection"], row["ira"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel=f"{args.concept} detection rate (lower: erased)", ylabel="IRA (higher: other values kept)",
-           title=f"Erasing {args.concept}: settings lr:iterations[:eta]")
+           title=f"Erasing {args.concept}: settings lr:iterations[:eta][:keep]")
     ax.grid(alpha=0.3)
     save_figure(fig, args, "preset_sweep")
     write_results(args, "preset_sweep", {"base": base, "rows": rows}, {"base_detection": base["detection_rate"], "base_ira": base["ira"]})

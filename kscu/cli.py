@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--lr", type=float, default=None)
     unlearn.add_argument("--params", choices=("xattn", "noxattn", "full"), default=None)
     unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to")
+    unlearn.add_argument("--preserve", default="", help="comma list of concepts whose output must not change, e.g. dotted,checkered "
+                         "(an extra preservation term, not in the paper; about 1.6x the time)")
+    unlearn.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term")
     unlearn.add_argument("--no-augment", action="store_true", help="no prompt augmentation in the last 5%% of iterations")
     unlearn.add_argument("--seed", type=int, default=0)
     unlearn.add_argument("--out", type=Path, required=True, help="folder (edit.safetensors + run.json) or a .safetensors file")
@@ -143,6 +146,7 @@ def cmd_unlearn(args) -> int:
         concept=args.concept, kind=args.kind, method=args.method, iterations=args.iterations,
         start_step=args.start_step, end_step=args.end_step, num_steps=args.num_steps, lr=args.lr,
         params=args.params, anchor=args.anchor, augment=not args.no_augment, seed=args.seed,
+        preserve=tuple(args.preserve.split(",")), preserve_weight=args.preserve_weight,
     )
     resolved = config.resolve(model.family)
     with _bar(f"{resolved.method} {resolved.concept!r}", resolved.iterations, args.json) as bar:

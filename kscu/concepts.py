@@ -49,6 +49,21 @@ def concept_pairs(concept: str, family: str, anchor: str | None = None, count: i
     return pairs
 
 
+def preserve_prompts(preserve: tuple[str, ...], family: str, count: int = 64, seed: int = 0) -> list[str]:
+    """Prompts whose output the edit must leave as it was (the optional preservation term).
+
+    A demo-world value ("dotted") becomes sentences in the training phrasing, so the model is held
+    to what it drew for them; any other text (an SD1.x concept such as "Monet") is used as given.
+    """
+    prompts: list[str] = []
+    for i, text in enumerate(t.strip() for t in preserve):
+        if family == "demo" and attribute_of(text.lower()) is not None:
+            prompts += [pair.prompt for pair in concept_pairs(text, family, count=count, seed=seed + 1 + i)]
+        elif text:
+            prompts.append(text)
+    return prompts
+
+
 _AUGMENT_TEMPLATES = ("a painting in the style of {c}", "an image of {c}", "a picture showing {c}", "{c}, high quality")
 
 

@@ -84,6 +84,7 @@ def _metadata(provenance: dict) -> dict[str, str]:
         "format_version": FORMAT_VERSION,
         **{key: "" if cfg[key] is None else str(cfg[key]) for key in
            ("method", "concept", "kind", "start_step", "end_step", "num_steps", "iterations", "lr", "params", "seed", "anchor")},
+        "preserve": ",".join(cfg.get("preserve", ())),
         **{key: str(provenance[key]) for key in ("base_model", "base_hash", "family", "created")},
         **{f"{name}_version": version for name, version in provenance["versions"].items()},
         "config": json.dumps(cfg),

@@ -6,6 +6,8 @@ previous trajectory one DDIM step when table[i] = table[i-1] + 1); frozen target
     target_0 = e_0 - lambda1(t) * (e_c - e_0),      lambda1(t) = (1000 - t) * 2e-5
 and loss  L = MSE(eps*(x_k, t, c~), target_c) + lambda2 * MSE(eps*(x_k, t, ""), target_0).
 ESD is the same loop with a uniform table, no trajectory reuse and lambda2 = 0.
+Optional (config.preserve, not in the paper): + w * MSE(eps*(y_k, t, p), eps(y_k, t, p)) for a
+prompt p to keep, y_k on its own trajectory sampled like x_k (reused the same way).
 The base UNet is never touched: a copy is tuned and only its changed tensors are returned.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kscu.concepts import ConceptPair, augment_prompt, concept_pairs
+from kscu.concepts import ConceptPair, augment_prompt, concept_pairs, preserve_prompts
 from kscu.config import UnlearnConfig
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
@@ -113,6 +115,18 @@ def latent_at(sampler: Sampler, unet, k: int, cond: torch.Tensor, seed: int, pre
     return sampler.run(unet, x, cond, 0, k), 2 * k
 
 
+def preservation_loss(model: LoadedModel, sampler: Sampler, tuned, k: int, t: torch.Tensor, cond: torch.Tensor, seed: int,
+                      kept: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """MSE between the tuned and the frozen prediction for a prompt to keep, at step k of its own
+    trajectory (reused like the erased prompt's); returns the loss, y_k and the UNet images used."""
+    with torch.no_grad(), model.autocast():
+        y, forwards = latent_at(sampler, tuned, k, cond, seed, kept)
+        target = model.unet(y.to(model.dtype), t, encoder_hidden_states=cond.to(model.dtype)).sample.float()
+    with model.autocast():
+        pred = tuned(y, t, encoder_hidden_states=cond).sample.float()
+    return F.mse_loss(pred, target), y, forwards + 2
+
+
 def unlearn(
     model: LoadedModel,
     config: UnlearnConfig,
@@ -129,6 +143,8 @@ def unlearn(
     else:
         table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
     pairs = concept_pairs(cfg.concept, model.family, cfg.anchor, seed=cfg.seed)
+    keep = preserve_prompts(cfg.preserve, model.family, seed=cfg.seed)
+    keep_rng = random.Random(cfg.seed + 1)  # its own stream: without preserve, runs stay as they were
     embeddings: dict[str, torch.Tensor] = {}
 
     def embed(text: str) -> torch.Tensor:
@@ -155,6 +171,8 @@ def unlearn(
     start = time.time()
     previous: tuple[int, torch.Tensor] | None = None
     pair, trajectory = pairs[0], 0
+    kept: tuple[int, torch.Tensor] | None = None  # the preserved prompt's trajectory, like `previous`
+    keep_prompt = ""
     empty = embed("")
 
     for i, k in enumerate(table):
@@ -165,6 +183,8 @@ def unlearn(
         if not continues:
             pair, previous = rng.choice(pairs), None
             trajectory += 1
+            if keep:
+                keep_prompt, kept = keep_rng.choice(keep), None
         c, a = embed(pair.prompt), embed(pair.anchor)
         with torch.no_grad(), model.autocast():
             x, forwards = latent_at(sampler, tuned, k, c, cfg.seed * 100_003 + trajectory, previous)
@@ -185,6 +205,11 @@ def unlearn(
                 pred = tuned(x, t, encoder_hidden_states=c_tilde).sample.float()
                 loss = kscu_loss(pred, None, target_c, target_0, 0.0)
             result.unet_forwards += len(pred)
+        if keep:
+            keep_loss, y, forwards = preservation_loss(model, sampler, tuned, k, t, embed(keep_prompt), cfg.seed * 100_003 + 50_021 + trajectory, kept)
+            kept = (k, y)
+            loss = loss + cfg.preserve_weight * keep_loss
+            result.unet_forwards += forwards
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

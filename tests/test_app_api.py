@@ -51,8 +51,8 @@ def value_of(output):
 
 
 def unlearn_args(concept: str = "striped", method: str = "kscu", iterations: int = ITERATIONS) -> tuple:
-    # concept, kind, method, iterations, lr, params, anchor, seed, num_steps, start, end, previews
-    return (concept, "style", method, iterations, 3e-4, "xattn", "", 0, 50, 24, 50, 2)
+    # concept, kind, method, iterations, lr, params, anchor, keep, seed, num_steps, start, end, previews
+    return (concept, "style", method, iterations, 3e-4, "xattn", "", "", 0, 50, 24, 50, 2)
 
 
 def test_every_stage_has_a_named_endpoint(client):
@@ -148,7 +148,7 @@ def test_quick_erase_runs_the_preset_path_in_one_call(client):
 
 @pytest.mark.parametrize("api_name, args, message", [
     ("/start_unlearning", ("",) + unlearn_args()[1:], "Type or choose the concept"),
-    ("/start_unlearning", ("a cat",) + unlearn_args()[1:2] + ("kscu", 20, 3e-4, "xattn", "", 0, 50, 40, 30, 2), "start step 40 must lie in"),
+    ("/start_unlearning", ("a cat",) + unlearn_args()[1:2] + ("kscu", 20, 3e-4, "xattn", "", "", 0, 50, 40, 30, 2), "start step 40 must lie in"),
     ("/analyze", (["a cat"], "auto", ["gap"], 10, 2, ""), "Choose the kind of 'a cat'"),
     ("/compare", (["kscu"], "", "one, two", True, 10, 12), "Seeds must be whole numbers"),
     ("/load_model", ("Hugging Face hub id", "owner/model", "auto"), "runs offline"),

@@ -96,3 +96,36 @@ def test_only_half_precision_cuda_models_train_under_autocast(micro_demo):
     assert not replace(micro_demo, dtype=torch.float16).half_on_cuda  # a half model on the CPU
     assert replace(micro_demo, device=cuda, dtype=torch.float16).half_on_cuda
     assert replace(micro_demo, device=cuda, dtype=torch.bfloat16).half_on_cuda
+
+
+def _drift(model, unet, prompts: list[str]) -> float:
+    """Mean squared change of `unet`'s prediction from the base UNet's, on fixed noisy latents."""
+    cond = encode_prompts(model, prompts)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn((len(prompts), model.unet.config.in_channels, model.unet.config.sample_size, model.unet.config.sample_size), generator=gen)
+    with torch.no_grad():
+        return sum(float(((unet(x, t, encoder_hidden_states=cond).sample - model.unet(x, t, encoder_hidden_states=cond).sample) ** 2).mean())
+                   for t in (torch.tensor(200), torch.tensor(600)))
+
+
+def test_preservation_term_holds_kept_prompts_near_the_base_and_costs_a_second_trajectory(micro_demo):
+    from dataclasses import replace
+
+    from kscu.concepts import preserve_prompts
+
+    config = UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=3e-3)
+    free = unlearn(micro_demo, config)
+    held = unlearn(micro_demo, replace(config, preserve=("dotted",), preserve_weight=10.0))
+    kept = preserve_prompts(("dotted",), "demo", count=6, seed=11)
+    assert all("dotted" in p for p in kept)
+    assert _drift(micro_demo, held.apply(micro_demo), kept) < 0.5 * _drift(micro_demo, free.apply(micro_demo), kept)
+    # the kept prompt's trajectory is sampled and reused like the erased one's: twice the
+    # sampling, one more frozen target and one more tuned prediction per iteration
+    sampling = 2 * (10 + 4 * 2)
+    assert free.unet_forwards == sampling + 10 * (3 + 2)
+    assert held.unet_forwards == 2 * sampling + 10 * (4 + 3)
+
+
+def test_preserving_the_erased_concept_is_refused():
+    with pytest.raises(ValueError, match="both erased and preserved"):
+        UnlearnConfig("striped", preserve=("dotted", "Striped")).resolve("demo")
