@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--params", choices=("xattn", "noxattn", "full"), default=None)
     unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to")
     unlearn.add_argument("--preserve", default="", help="comma list of concepts whose output must not change, e.g. dotted,checkered "
-                         "(an extra preservation term, not in the paper; about 1.6x the time)")
+                         "(an extra preservation term, not in the paper; 1.4x-1.9x the time)")
     unlearn.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term")
     unlearn.add_argument("--no-augment", action="store_true", help="no prompt augmentation in the last 5%% of iterations")
     unlearn.add_argument("--seed", type=int, default=0)

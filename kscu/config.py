@@ -18,7 +18,8 @@ class UnlearnConfig:
     (index 0 is the noisiest). ESD ignores them and draws steps uniformly.
     preserve: concepts whose output must not change (not in the paper; off in every preset): each
     iteration also pulls the tuned model's prediction for one of them at the same step back to
-    the frozen model's, weighted by preserve_weight. Costs about 1.6x the time per iteration.
+    the frozen model's, weighted by preserve_weight. Costs 1.4x-1.9x the time on the demo model
+    (README, "Preservation term").
     """
 
     concept: str

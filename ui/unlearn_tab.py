@@ -149,7 +149,7 @@ def build(state: WorkbenchState) -> dict:
                 anchor = gr.Textbox(label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",
                                     info="Map the concept to this one instead, e.g. 'plain' for a style of the demo world.")
                 keep = gr.Textbox(label="Concepts to keep (optional)", placeholder="e.g. dotted, checkered",
-                                  info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; about 1.6x the time).")
+                                  info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time).")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
