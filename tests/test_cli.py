@@ -14,10 +14,12 @@ def test_unlearn_evaluate_generate_export_on_a_micro_model(micro_demo_dir, tmp_p
     model = str(micro_demo_dir)
     out = tmp_path / "striped"
     done = run_cli("unlearn", "--model", model, "--concept", "striped", "--kind", "style", "--iterations", "4",
-                   "--num-steps", "10", "--out", str(out), "--json")
+                   "--num-steps", "10", "--preserve", "dotted, checkered", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["config"]["iterations"] == 4 and (out / "edit.safetensors").exists()
+    assert summary["config"]["preserve"] == ["dotted", "checkered"]
+    assert json.loads((out / "run.json").read_text())["config"]["preserve"] == ["dotted", "checkered"]
 
     evaluated = run_cli("evaluate", "--model", model, "--edit", str(out), "--n-erase", "4", "--n-retain", "8",
                         "--steps", "3", "--json")
