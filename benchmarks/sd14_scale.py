@@ -138,6 +138,18 @@ def projections(device: str, kind: str, fit: dict, flops: int, peak: float) -> l
     return rows
 
 
+def measured_figure(measured: list[dict], title: str):
+    """Measured against FLOP-bound seconds per iteration, one pair of bars per measured row."""
+    fig, axes = figure(1, 1, width=max(7.0, 0.75 * len(measured)), height=3.6)
+    x = np.arange(len(measured))
+    axes[0, 0].bar(x - 0.2, [r["seconds"] for r in measured], 0.4, label="measured")
+    axes[0, 0].bar(x + 0.2, [r["flop_bound_s"] for r in measured], 0.4, label="FLOP-bound (peak matmul)")
+    axes[0, 0].set_xticks(x, [f"{r['device']} {r['kind']}: {r['iteration']}" for r in measured], fontsize=7, rotation=30, ha="right")
+    axes[0, 0].set(yscale="log", ylabel="seconds per iteration", title=title)
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
+    return fig
+
+
 def main() -> None:
     parser = BenchParser(__doc__, model=False)
     parser.option("--scale", "full", "tiny", "SD1 architecture size: full (SD1.4) or tiny (plumbing)")
@@ -184,16 +196,9 @@ def main() -> None:
     print(format_table(measured, ["device", "kind", "iteration", "seconds", "it_per_s", "unet_images", "tflop", "flop_bound_s", "measured_over_bound", "peak_memory_gb"]))
     print(format_table(projected, ["device", "run", "iterations", "unet_images", "projected_s", "projected_h", "flop_bound_s"]))
 
-    fig, axes = figure(1, 1, width=7.0, height=3.0)
-    labels = [f"{r['device']} {r['kind']}\n{r['iteration']}" for r in measured]
-    x = np.arange(len(measured))
-    axes[0, 0].bar(x - 0.2, [r["seconds"] for r in measured], 0.4, label="measured")
-    axes[0, 0].bar(x + 0.2, [r["flop_bound_s"] for r in measured], 0.4, label="FLOP-bound (peak matmul)")
-    axes[0, 0].set_xticks(x, labels, fontsize=7)
-    axes[0, 0].set(yscale="log", ylabel="seconds per iteration", title=f"SD1.4 architecture ({args.scale}), {args.resolution}x{args.resolution} latents")
-    axes[0, 0].legend(fontsize=7)
     name = f"sd14_scale_{'_'.join(args.devices)}_{args.resolution}" + (f"_{args.cuda_dtype}" if "cuda" in args.devices else "")
-    save_figure(fig, args, name)
+    dtype = f", {args.cuda_dtype}" if "cuda" in args.devices else ""
+    save_figure(measured_figure(measured, f"SD1.4 architecture ({args.scale}), {args.resolution}x{args.resolution} latents{dtype}"), args, name)
     write_results(
         args, name,
         {"devices": devices, "measured": measured, "projected": projected},
