@@ -196,9 +196,10 @@ def main() -> None:
     print(format_table(measured, ["device", "kind", "iteration", "seconds", "it_per_s", "unet_images", "tflop", "flop_bound_s", "measured_over_bound", "peak_memory_gb"]))
     print(format_table(projected, ["device", "run", "iterations", "unet_images", "projected_s", "projected_h", "flop_bound_s"]))
 
-    name = f"sd14_scale_{'_'.join(args.devices)}_{args.resolution}" + (f"_{args.cuda_dtype}" if "cuda" in args.devices else "")
-    dtype = f", {args.cuda_dtype}" if "cuda" in args.devices else ""
-    save_figure(measured_figure(measured, f"SD1.4 architecture ({args.scale}), {args.resolution}x{args.resolution} latents{dtype}"), args, name)
+    cuda_dtype = args.cuda_dtype if "cuda" in args.devices else None  # CPU runs are float32: no suffix
+    name = f"sd14_scale_{'_'.join(args.devices)}_{args.resolution}" + (f"_{cuda_dtype}" if cuda_dtype else "")
+    title = f"SD1.4 architecture ({args.scale}), {args.resolution}x{args.resolution} latents" + (f", {cuda_dtype}" if cuda_dtype else "")
+    save_figure(measured_figure(measured, title), args, name)
     write_results(
         args, name,
         {"devices": devices, "measured": measured, "projected": projected},

@@ -11,10 +11,10 @@ evaluate_edit (the base scored in the same dtype).
 Why: the trainer keeps float32 master weights, but with fp16 autocast the backward pass runs in
 fp16, where an MSE over a whole latent has per-element gradients near 1e-5 that can underflow.
 
-Measured on one H200 (2026-11-26, benchmarks/results/cuda_h200_2026-11-26.log): float16 with loss
-scaling lands 2.8 % (relative L2) from float32's parameter change, cosine 1.000, same UA / IRA /
-CRA; without it 2.0 % of the first iteration's gradient entries were exactly zero and the change
-was 27.6 % away (cosine 0.961).
+Measured on one H200 (2026-11-26, two runs, benchmarks/results/cuda_h200_2026-11-26.log): float16
+with loss scaling lands 2.8-2.9 % (relative L2) from float32's parameter change, cosine 1.000, same
+UA / CRA; without it 2.0 % of the first iteration's gradient entries were exactly zero and the
+change was 27.6 % away (cosine 0.961); bfloat16 20.5 % (cosine 0.979).
 
 Run: python scripts/cuda_precision.py [--concept striped] [--out FOLDER]   (about 2.5 min on one
 H200: the tiny model is launch-bound on a GPU; refuses to run without CUDA)
