@@ -9,7 +9,7 @@ in erasure and costs in retention; the plot puts each setting on the detection-r
 Run:   python benchmarks/preset_sweep.py [--concept striped] [--settings 3e-4:250,2e-4:150,...]
        python benchmarks/preset_sweep.py --settings 2e-4:150:keep=dotted+checkered --out benchmarks/results/preserve
 Smoke: python benchmarks/preset_sweep.py --smoke --model <micro demo folder>   (a few seconds)
-Runtime on the 2-core CPU with the defaults: about 6 min (per setting 15-35 s of training and
+Runtime on the 2-core CPU with the defaults: about 8 min (per setting 20-50 s of training and
 35 s of evaluation, plus the base).
 Writes preset_sweep.json and preset_sweep.png under benchmarks/results/.
 """
@@ -19,12 +19,13 @@ from _common import BenchParser, Timer, figure, format_table, kind_of, load_demo
 from kscu.config import UnlearnConfig
 from kscu.trainer import unlearn
 
-DEFAULT_SETTINGS = "3e-4:250,3e-4:120,2e-4:150,1e-4:250,3e-4:250:0,3e-4:250:0.5"
+DEFAULT_SETTINGS = "2e-4:150:keep=,2e-4:200:keep=,2e-4:150,2e-4:200,2e-4:200:keep=plain+dotted+checkered+outlined"
 
 
 def setting(text: str) -> dict:
     """'lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N]' -> UnlearnConfig fields (keep: concepts
-    to preserve, joined by '+'; w: the preservation weight; seed: the training seed, default 0)."""
+    to preserve, joined by '+', absent: the preset's, 'keep=' alone: none; w: the preservation
+    weight, default the preset's; seed: the training seed, default 0)."""
     parts = text.split(":")
     usage = f"{text!r}: a setting is lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N], e.g. 2e-4:150 or 3e-4:250:keep=dotted+checkered"
     if len(parts) < 2:

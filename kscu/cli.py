@@ -54,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--lr", type=float, default=None)
     unlearn.add_argument("--params", choices=("xattn", "noxattn", "full"), default=None)
     unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to")
-    unlearn.add_argument("--preserve", default="", help="comma list of concepts whose output must not change, e.g. dotted,checkered "
-                         "(an extra preservation term, not in the paper; 1.4x-1.9x the time)")
-    unlearn.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term")
+    unlearn.add_argument("--preserve", default=None, help="comma list of concepts whose output must not change, e.g. dotted,checkered "
+                         "(a preservation term, not in the paper; 1.4x-1.9x the time); default: the preset's (the demo "
+                         "style preset keeps the look-alike styles), 'none' for no term")
+    unlearn.add_argument("--preserve-weight", type=float, default=None, help="weight of the preservation term (default: the preset's)")
     unlearn.add_argument("--no-augment", action="store_true", help="no prompt augmentation in the last 5%% of iterations")
     unlearn.add_argument("--seed", type=int, default=0)
     unlearn.add_argument("--out", type=Path, required=True, help="folder (edit.safetensors + run.json) or a .safetensors file")
@@ -86,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance", type=float, default=3.0)
     generate.add_argument("--out", type=Path, required=True, help="PNG file (a grid, one image per seed)")
     return parser
+
+
+def _preserve_arg(text: str | None) -> tuple[str, ...] | None:
+    """--preserve: absent -> the preset's (None), 'none' -> no preservation term, else the list."""
+    if text is None:
+        return None
+    return () if text.strip().lower() == "none" else tuple(text.split(","))
 
 
 def _load(args):
@@ -146,7 +154,7 @@ def cmd_unlearn(args) -> int:
         concept=args.concept, kind=args.kind, method=args.method, iterations=args.iterations,
         start_step=args.start_step, end_step=args.end_step, num_steps=args.num_steps, lr=args.lr,
         params=args.params, anchor=args.anchor, augment=not args.no_augment, seed=args.seed,
-        preserve=tuple(args.preserve.split(",")), preserve_weight=args.preserve_weight,
+        preserve=_preserve_arg(args.preserve), preserve_weight=args.preserve_weight,
     )
     resolved = config.resolve(model.family)
     with _bar(f"{resolved.method} {resolved.concept!r}", resolved.iterations, args.json) as bar:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from kscu.keysteps import ESD_ITERATIONS, preset_for, scale_start
+from kscu.demo.world import lookalikes
+from kscu.keysteps import ESD_ITERATIONS, Preset, preset_for, scale_start
 
 METHODS = ("kscu", "esd")
 PARAM_SUBSETS = ("xattn", "noxattn", "full")
@@ -16,10 +17,11 @@ class UnlearnConfig:
 
     start_step/end_step bound the KSCU window [start, end) on a schedule of num_steps DDIM steps
     (index 0 is the noisiest). ESD ignores them and draws steps uniformly.
-    preserve: concepts whose output must not change (not in the paper; off in every preset): each
-    iteration also pulls the tuned model's prediction for one of them at the same step back to
-    the frozen model's, weighted by preserve_weight. Costs 1.4x-1.9x the time on the demo model
-    (README, "Preservation term").
+    preserve: concepts whose output must not change (not in the paper): each iteration also pulls
+    the tuned model's prediction for one of them at the same step back to the frozen model's,
+    weighted by preserve_weight. None = the preset's: the demo style preset keeps the concept's
+    look-alike styles (kscu.demo.world.lookalikes), every other preset nothing; () = none. Costs
+    1.4x-1.9x the time on the demo model (README, "Preservation term").
     """
 
     concept: str
@@ -37,8 +39,8 @@ class UnlearnConfig:
     lambda2: float = 1e-4
     augment: bool = True
     seed: int = 0
-    preserve: tuple[str, ...] = ()
-    preserve_weight: float = 1.0
+    preserve: tuple[str, ...] | None = None
+    preserve_weight: float | None = None
 
     def resolve(self, family: str) -> "UnlearnConfig":
         """Fill every None from the presets and check the values; returns a new config."""
@@ -54,7 +56,8 @@ class UnlearnConfig:
             lr=self.lr or preset.lr,
             params=self.params or preset.params,
             lambda2=0.0 if esd else self.lambda2,
-            preserve=tuple(p.strip() for p in self.preserve if p.strip()),
+            preserve=self._preserve(family, preset),
+            preserve_weight=self.preserve_weight or preset.preserve_weight,
         )
         if resolved.params not in PARAM_SUBSETS:
             raise ValueError(f"unknown parameter subset {resolved.params!r}; choose one of {', '.join(PARAM_SUBSETS)}")
@@ -66,13 +69,18 @@ class UnlearnConfig:
             raise ValueError("preserve_weight must be positive when concepts to keep are given")
         return resolved
 
+    def _preserve(self, family: str, preset: Preset) -> tuple[str, ...]:
+        if self.preserve is not None:
+            return tuple(p.strip() for p in self.preserve if p.strip())
+        return lookalikes(self.concept) if family == "demo" and preset.keep_lookalikes else ()
+
     def to_dict(self) -> dict:
         """JSON-typed (preserve as a list), the inverse of from_dict."""
-        return {**asdict(self), "preserve": list(self.preserve)}
+        return {**asdict(self), "preserve": None if self.preserve is None else list(self.preserve)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "UnlearnConfig":
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "preserve" in fields:  # a JSON list
+        if fields.get("preserve") is not None:  # a JSON list
             fields["preserve"] = tuple(fields["preserve"])
         return cls(**fields)

@@ -54,6 +54,9 @@ class Preset:
     start_of_50: int
     params: str
     lr: float
+    keep_lookalikes: bool = False
+    """Preserve the concept's demo-world look-alikes (kscu.demo.world.lookalikes) by default."""
+    preserve_weight: float = 1.0
 
 
 PAPER_PRESETS: dict[str, Preset] = {
@@ -68,12 +71,13 @@ PRESETS: dict[str, dict[str, Preset]] = {
     "sd1": PAPER_PRESETS,
     # The tiny demo model needs far larger steps than SD1.4 (lr 1e-5 changes nothing there) and
     # fewer iterations; windows follow the paper. The style preset was tuned on "striped" (README,
-    # "Preset tuning": the fewest updates that bring detection to 0.10, since every further update
-    # fades dots and checks too); the other kinds keep lr 3e-4 / 250, untuned on this model.
+    # "Preset tuning"): without a preservation term every update that removed stripes faded dots
+    # and checks too, so it keeps the look-alike styles (weight 3); the other kinds keep lr 3e-4 /
+    # 250, untuned on this model.
     "demo": {
         "nudity": Preset(250, 14, "xattn", 3e-4),
         "object": Preset(250, 14, "xattn", 3e-4),
-        "style": Preset(150, 24, "xattn", 2e-4),
+        "style": Preset(200, 24, "xattn", 2e-4, keep_lookalikes=True, preserve_weight=3.0),
         "instance": Preset(150, 40, "xattn", 3e-4),
         "colour": Preset(250, 24, "xattn", 3e-4),
         "background": Preset(250, 14, "xattn", 3e-4),

@@ -47,3 +47,11 @@ def test_bad_inputs_exit_2_with_one_readable_line(tmp_path):
     pickle.write_bytes(b"not really")
     refused = run_cli("generate", "--model", str(pickle), "--prompt", "x", "--out", str(tmp_path / "x.png"))
     assert refused.returncode == 2 and "pickle" in refused.stderr.lower()
+
+
+def test_preserve_flag_defaults_to_the_preset_and_none_turns_it_off():
+    from kscu.cli import _preserve_arg
+
+    assert _preserve_arg(None) is None
+    assert _preserve_arg(" None ") == ()
+    assert _preserve_arg("dotted,checkered") == ("dotted", "checkered")

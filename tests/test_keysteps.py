@@ -65,3 +65,16 @@ def test_config_resolves_presets_per_family_and_method():
         UnlearnConfig("x", kind="colourful").resolve("sd1")
     with pytest.raises(ValueError, match="kscu or esd"):
         UnlearnConfig("x", method="sgd").resolve("sd1")
+
+
+def test_demo_style_preset_keeps_the_look_alike_styles_unless_told_otherwise():
+    style = UnlearnConfig("Striped", kind="style").resolve("demo")
+    assert (style.preserve, style.preserve_weight) == (("dotted", "checkered"), 3.0)
+    assert UnlearnConfig("outlined", kind="style").resolve("demo").preserve == ()
+    assert UnlearnConfig("striped", kind="style", preserve=()).resolve("demo").preserve == ()
+    assert UnlearnConfig("striped", kind="style", preserve=("plain",), preserve_weight=2.0).resolve("demo").preserve == ("plain",)
+    assert UnlearnConfig("star", kind="object").resolve("demo").preserve == ()
+    assert UnlearnConfig("striped", kind="style").resolve("sd1").preserve == ()
+    # a resolved config survives its JSON round trip; an unresolved one keeps "the preset's"
+    assert UnlearnConfig.from_dict(style.to_dict()) == style
+    assert UnlearnConfig.from_dict(UnlearnConfig("striped").to_dict()).preserve is None

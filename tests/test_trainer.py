@@ -64,8 +64,8 @@ def test_unlearning_is_deterministic_changes_only_the_subset_and_leaves_the_base
 
 
 def test_kscu_reuses_trajectories_and_esd_does_not(micro_demo):
-    kscu = unlearn(micro_demo, UnlearnConfig("striped", iterations=10, num_steps=10, start_step=5))
-    esd = unlearn(micro_demo, UnlearnConfig("striped", method="esd", iterations=10, num_steps=10))
+    kscu = unlearn(micro_demo, UnlearnConfig("striped", iterations=10, num_steps=10, start_step=5, preserve=()))
+    esd = unlearn(micro_demo, UnlearnConfig("striped", method="esd", iterations=10, num_steps=10, preserve=()))
     # KSCU: two trajectories of 5 steps: 2*5 to reach step 5, then 2 per step; +3 frozen +2 tuned each.
     assert kscu.unet_forwards == 2 * (10 + 4 * 2) + 10 * (3 + 2)
     assert esd.unet_forwards == sum(2 * k for k in esd.steps) + 10 * (3 + 1)
@@ -113,7 +113,7 @@ def test_preservation_term_holds_kept_prompts_near_the_base_and_costs_a_second_t
 
     from kscu.concepts import preserve_prompts
 
-    config = UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=3e-3)
+    config = UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=3e-3, preserve=())
     free = unlearn(micro_demo, config)
     held = unlearn(micro_demo, replace(config, preserve=("dotted",), preserve_weight=10.0))
     kept = preserve_prompts(("dotted",), "demo", count=6, seed=11)

@@ -26,23 +26,25 @@ PREVIEW_SEEDS = (0, 1)
 """Each preview prompt is drawn with these seeds, the same at every preview."""
 
 
-def preset_fields(state: WorkbenchState, kind: str | None, method: str, num_steps: float) -> tuple:
-    """Iterations, learning rate, parameters and window from the preset (what None resolves to)."""
+def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, method: str, num_steps: float) -> tuple:
+    """Iterations, learning rate, parameters, window and concepts to keep from the preset (what None
+    resolves to; the demo style preset keeps the concept's look-alike styles)."""
     family = state.model.family if state.model else "demo"
     num_steps = int(num_steps)
-    cfg = UnlearnConfig(concept="-", kind=kind or "style", method=method, num_steps=num_steps).resolve(family)
+    cfg = UnlearnConfig(concept=(concept or "").strip() or "-", kind=kind or "style", method=method, num_steps=num_steps).resolve(family)
     kscu = method == "kscu"
     return (cfg.iterations, cfg.lr, cfg.params,
             gr.Slider(value=cfg.start_step, maximum=num_steps - 1, interactive=kscu),
-            gr.Slider(value=cfg.end_step, maximum=num_steps, interactive=kscu))
+            gr.Slider(value=cfg.end_step, maximum=num_steps, interactive=kscu),
+            ", ".join(cfg.preserve))
 
 
 def on_concept(state: WorkbenchState, concept: str | None, method: str, num_steps: float) -> tuple:
     """A demo-world concept sets its kind and that kind's preset; other text changes nothing."""
     kind = kind_of(concept or "", state.model.family if state.model else None)
     if kind is None:
-        return (gr.skip(),) * 6
-    return (kind, *preset_fields(state, kind, method, num_steps))
+        return (gr.skip(),) * 7
+    return (kind, *preset_fields(state, concept, kind, method, num_steps))
 
 
 def neighbours(model, concept: str) -> list[str]:
@@ -60,7 +62,7 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
         concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=int(iterations or 0) or None,
         start_step=int(start_step), end_step=int(end_step), num_steps=int(num_steps), lr=float(lr or 0) or None,
         params=params or None, anchor=(anchor or "").strip() or None, seed=int(seed or 0),
-        preserve=tuple((keep or "").split(",")),
+        preserve=tuple((keep or "").split(",")),  # the field shows the preset's list: empty means none
     ).resolve(model.family)
     if config.method == "kscu":
         key_step_table(1, config.start_step, config.num_steps, config.end_step)  # a bad window fails here, not in the job
@@ -148,8 +150,9 @@ def build(state: WorkbenchState) -> dict:
                                   info="Styles: cross-attention; objects and nudity on SD1.x: the rest (the paper's choice).")
                 anchor = gr.Textbox(label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",
                                     info="Map the concept to this one instead, e.g. 'plain' for a style of the demo world.")
-                keep = gr.Textbox(label="Concepts to keep (optional)", placeholder="e.g. dotted, checkered",
-                                  info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time).")
+                keep = gr.Textbox(", ".join(initial.preserve), label="Concepts to keep (optional)", placeholder="e.g. dotted, checkered",
+                                  info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time). "
+                                       "The demo style preset keeps the look-alike styles; empty: none.")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
@@ -173,10 +176,10 @@ def build(state: WorkbenchState) -> dict:
         record = gr.JSON(label="Current run")
     timer = gr.Timer(POLL_SECONDS, active=False)
 
-    preset_outputs = [iterations, lr, params, start_step, end_step]
+    preset_outputs = [iterations, lr, params, start_step, end_step, keep]
     concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")
     for trigger in (kind.input, method.input, num_steps.release):
-        trigger(partial(preset_fields, state), [kind, method, num_steps], preset_outputs, api_visibility="private")
+        trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")
     inputs = [concept, kind, method, iterations, lr, params, anchor, keep, seed, num_steps, start_step, end_step, previews]
     run.click(friendly(partial(start, state)), inputs, [progress, timer], api_name="start_unlearning", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
