@@ -17,7 +17,8 @@ snapshots of the seed-averaged curve; "not reached" when it never gets there).
 
 Run:   python benchmarks/kscu_vs_esd.py [--concepts striped,star,red] [--seeds 0,1,2]
 Smoke: python benchmarks/kscu_vs_esd.py --smoke --model <micro demo folder>   (about 10 s)
-Runtime on the 2-core CPU with the defaults: 59 min measured (2026-11-26; per concept and seed
+Runtime on the 2-core CPU with the defaults: 59 min measured (2026-11-26, the previous style preset
+without the preservation term, which now adds to KSCU's training; per concept and seed
 3-5 min, ESD's training most of it, evaluation included); --seeds 0 took 19 min.
 Writes kscu_vs_esd.json and kscu_vs_esd.png under benchmarks/results/.
 """

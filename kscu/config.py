@@ -56,7 +56,7 @@ class UnlearnConfig:
             lr=self.lr or preset.lr,
             params=self.params or preset.params,
             lambda2=0.0 if esd else self.lambda2,
-            preserve=self._preserve(family, preset),
+            preserve=self._preserve(preset),
             preserve_weight=self.preserve_weight or preset.preserve_weight,
         )
         if resolved.params not in PARAM_SUBSETS:
@@ -69,10 +69,10 @@ class UnlearnConfig:
             raise ValueError("preserve_weight must be positive when concepts to keep are given")
         return resolved
 
-    def _preserve(self, family: str, preset: Preset) -> tuple[str, ...]:
+    def _preserve(self, preset: Preset) -> tuple[str, ...]:
         if self.preserve is not None:
             return tuple(p.strip() for p in self.preserve if p.strip())
-        return lookalikes(self.concept) if family == "demo" and preset.keep_lookalikes else ()
+        return lookalikes(self.concept) if preset.keep_lookalikes else ()  # only demo presets set it
 
     def to_dict(self) -> dict:
         """JSON-typed (preserve as a list), the inverse of from_dict."""

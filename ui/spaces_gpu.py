@@ -5,10 +5,10 @@ nothing outside ZeroGPU hardware, so the decorator is applied only when the pack
 is a no-op everywhere else (local runs, CPU Spaces, dedicated-GPU Spaces).
 
 On ZeroGPU keep long training to the presets: a preset run of the demo model (150-250 iterations,
-2-4 UNet calls each, the style preset's preservation term included) takes well under a minute on a GPU, inside the default allocation; SD1.x
-presets (200-750 iterations at 512 px) need the longer TRAIN_SECONDS below. Custom runs with
-thousands of iterations can exceed the allocation and are cut off: run those on a dedicated GPU
-Space or locally.
+2-4 UNet calls each, the style preset's preservation term included) takes well under a minute on
+a GPU, inside the default allocation; SD1.x presets (200-750 iterations at 512 px) need the
+longer TRAIN_SECONDS below. Custom runs with thousands of iterations can exceed the allocation
+and are cut off: run those on a dedicated GPU Space or locally.
 """
 from __future__ import annotations
 

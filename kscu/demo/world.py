@@ -31,8 +31,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 
 PATTERNED = ("striped", "dotted", "checkered")
 """Styles drawn as a dark pattern inside the shape. They look alike to the model: erasing one with
-the plain KSCU loss faded the others too (README, "Erase 'striped' end to end"), so the demo style preset keeps
-them with the preservation term (kscu.demo.world.lookalikes)."""
+the plain KSCU loss faded the others too (README, "Erase 'striped' end to end"), so the demo
+style preset keeps them with the preservation term (kscu.demo.world.lookalikes)."""
 
 KIND_OF_ATTRIBUTE = {"shape": "object", "colour": "colour", "style": "style", "background": "background"}
 """The method's concept kind for each attribute (styles are textures, objects are shapes)."""
