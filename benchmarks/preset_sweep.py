@@ -1,7 +1,7 @@
 """Preset tuning on the embedded demo model: erasure against retention for a list of settings.
 
-Each setting (learning rate, iterations, optionally eta and concepts to preserve with the
-optional preservation term and its weight) trains one KSCU edit of --concept with
+Each setting (learning rate, iterations, optionally eta, concepts to preserve with the
+optional preservation term and its weight, and the anchor concept) trains one KSCU edit of --concept with
 everything else from the kind's preset, and is scored on evaluate_edit's prompts and seeds (the
 CLI's `evaluate` defaults), the base scored once. The table shows what every extra update buys
 in erasure and costs in retention; the plot puts each setting on the detection-rate / IRA plane.
@@ -9,7 +9,7 @@ in erasure and costs in retention; the plot puts each setting on the detection-r
 Run:   python benchmarks/preset_sweep.py [--concept striped] [--settings 3e-4:250,2e-4:150,...]
        python benchmarks/preset_sweep.py --settings 2e-4:150:keep=dotted+checkered --out benchmarks/results/preserve
 Smoke: python benchmarks/preset_sweep.py --smoke --model <micro demo folder>   (a few seconds)
-Runtime on the 2-core CPU with the defaults: about 8 min (per setting 20-50 s of training and
+Runtime on the 2-core CPU with the defaults: about 10 min (per setting 25-55 s of training and
 35 s of evaluation, plus the base).
 Writes preset_sweep.json and preset_sweep.png under benchmarks/results/.
 """
@@ -19,15 +19,16 @@ from _common import BenchParser, Timer, figure, format_table, kind_of, load_demo
 from kscu.config import UnlearnConfig
 from kscu.trainer import unlearn
 
-DEFAULT_SETTINGS = "2e-4:150:keep=,2e-4:200:keep=,2e-4:150,2e-4:200,2e-4:200:keep=plain+dotted+checkered+outlined"
+DEFAULT_SETTINGS = "2e-4:200:anchor=:w=3,3e-4:200:anchor=:w=3,3e-4:200:anchor=:keep=,1.5e-4:200:keep=,1e-4:200:w=3,1.5e-4:200"
 
 
 def setting(text: str) -> dict:
-    """'lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N]' -> UnlearnConfig fields (keep: concepts
-    to preserve, joined by '+', absent: the preset's, 'keep=' alone: none; w: the preservation
-    weight, default the preset's; seed: the training seed, default 0)."""
+    """'lr:iterations[:eta][:keep=a+b][:w=weight][:anchor=c][:seed=N]' -> UnlearnConfig fields (keep:
+    concepts to preserve, joined by '+', absent: the preset's, 'keep=' alone: none; w: the
+    preservation weight, default the preset's; anchor: the substitute concept, absent: the preset's,
+    'anchor=' alone: none; seed: the training seed, default 0)."""
     parts = text.split(":")
-    usage = f"{text!r}: a setting is lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N], e.g. 2e-4:150 or 3e-4:250:keep=dotted+checkered"
+    usage = f"{text!r}: a setting is lr:iterations[:eta][:keep=a+b][:w=weight][:anchor=c][:seed=N], e.g. 2e-4:150 or 3e-4:250:keep=dotted+checkered"
     if len(parts) < 2:
         raise SystemExit(usage)
     try:
@@ -37,6 +38,8 @@ def setting(text: str) -> dict:
                 fields["preserve"] = tuple(part[5:].split("+"))
             elif part.startswith("w="):
                 fields["preserve_weight"] = float(part[2:])
+            elif part.startswith("anchor="):
+                fields["anchor"] = part[7:]
             elif part.startswith("seed="):
                 fields["seed"] = int(part[5:])
             else:
@@ -49,7 +52,7 @@ def setting(text: str) -> dict:
 def main() -> None:
     parser = BenchParser(__doc__)
     parser.option("--concept", "striped", "striped", "the demo-world concept to erase")
-    parser.option("--settings", DEFAULT_SETTINGS, "3e-4:2,1e-4:2:0:keep=dotted", "comma list of lr:iterations[:eta][:keep=a+b][:w=weight][:seed=N]", words)
+    parser.option("--settings", DEFAULT_SETTINGS, "3e-4:2,1e-4:2:0:keep=dotted", "comma list of lr:iterations[:eta][:keep=a+b][:w=weight][:anchor=c][:seed=N]", words)
     parser.option("--num-steps", 50, 10, "DDIM steps of the training schedule (K)", int)
     parser.evaluation_options()
     args = parser.parse()
@@ -73,7 +76,7 @@ def main() -> None:
         ax.scatter(row["detection"], row["ira"], color="grey" if row["seconds"] is None else "tab:blue")
         ax.annotate(row["setting"], (row["detection"], row["ira"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel=f"{args.concept} detection rate (lower: erased)", ylabel="IRA (higher: other values kept)",
-           title=f"Erasing {args.concept}: settings lr:iterations[:eta][:keep]")
+           title=f"Erasing {args.concept}: settings lr:iterations[:options]")
     ax.grid(alpha=0.3)
     save_figure(fig, args, "preset_sweep")
     write_results(args, "preset_sweep", {"base": base, "rows": rows}, {"base_detection": base["detection_rate"], "base_ira": base["ira"]})

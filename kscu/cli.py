@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--num-steps", type=int, default=50, help="DDIM steps of the training schedule (K)")
     unlearn.add_argument("--lr", type=float, default=None)
     unlearn.add_argument("--params", choices=("xattn", "noxattn", "full"), default=None)
-    unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to")
+    unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to; default: the "
+                         "preset's (the demo style preset maps a style to 'plain'), 'none' for the sentence without the concept")
     unlearn.add_argument("--preserve", default=None, help="comma list of concepts whose output must not change, e.g. dotted,checkered "
                          "(a preservation term, not in the paper; 1.4x-1.9x the time); default: the preset's (the demo "
                          "style preset keeps the look-alike styles), 'none' for no term")
@@ -94,6 +95,13 @@ def _preserve_arg(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return () if text.strip().lower() == "none" else tuple(text.split(","))
+
+
+def _anchor_arg(text: str | None) -> str | None:
+    """--anchor: absent -> the preset's (None), 'none' -> no substitute (""), else the concept."""
+    if text is None:
+        return None
+    return "" if text.strip().lower() == "none" else text
 
 
 def _load(args):
@@ -153,7 +161,7 @@ def cmd_unlearn(args) -> int:
     config = UnlearnConfig(
         concept=args.concept, kind=args.kind, method=args.method, iterations=args.iterations,
         start_step=args.start_step, end_step=args.end_step, num_steps=args.num_steps, lr=args.lr,
-        params=args.params, anchor=args.anchor, augment=not args.no_augment, seed=args.seed,
+        params=args.params, anchor=_anchor_arg(args.anchor), augment=not args.no_augment, seed=args.seed,
         preserve=_preserve_arg(args.preserve), preserve_weight=args.preserve_weight,
     )
     resolved = config.resolve(model.family)

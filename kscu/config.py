@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from kscu.demo.world import lookalikes
+from kscu.demo.world import lookalikes, plain_substitute
 from kscu.keysteps import ESD_ITERATIONS, Preset, preset_for, scale_start
 
 METHODS = ("kscu", "esd")
@@ -22,6 +22,9 @@ class UnlearnConfig:
     weighted by preserve_weight. None = the preset's: the demo style preset keeps the concept's
     look-alike styles (kscu.demo.world.lookalikes), every other preset nothing; () = none. Costs
     1.4x-1.9x the time on the demo model (README, "Preservation term").
+    anchor: the concept the erased one is mapped to. None = the preset's: the demo style preset maps
+    a style to the same scene drawn plain, every other preset to the sentence without the concept;
+    "" = that sentence.
     """
 
     concept: str
@@ -56,6 +59,7 @@ class UnlearnConfig:
             lr=self.lr or preset.lr,
             params=self.params or preset.params,
             lambda2=0.0 if esd else self.lambda2,
+            anchor=self._anchor(preset),
             preserve=self._preserve(preset),
             preserve_weight=self.preserve_weight or preset.preserve_weight,
         )
@@ -68,6 +72,11 @@ class UnlearnConfig:
         if resolved.preserve and resolved.preserve_weight <= 0:
             raise ValueError("preserve_weight must be positive when concepts to keep are given")
         return resolved
+
+    def _anchor(self, preset: Preset) -> str:
+        if self.anchor is not None:
+            return self.anchor.strip()
+        return (plain_substitute(self.concept) or "") if preset.plain_anchor else ""
 
     def _preserve(self, preset: Preset) -> tuple[str, ...]:
         if self.preserve is not None:

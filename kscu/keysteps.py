@@ -56,6 +56,8 @@ class Preset:
     lr: float
     keep_lookalikes: bool = False
     """Preserve the concept's demo-world look-alikes (kscu.demo.world.lookalikes) by default."""
+    plain_anchor: bool = False
+    """Map a demo-world style to the same scene drawn plain (kscu.demo.world.plain_substitute) by default."""
     preserve_weight: float = 1.0
 
 
@@ -72,12 +74,13 @@ PRESETS: dict[str, dict[str, Preset]] = {
     # The tiny demo model needs far larger steps than SD1.4 (lr 1e-5 changes nothing there) and
     # fewer iterations; windows follow the paper. The style preset was tuned on "striped" (README,
     # "Preset tuning"): without a preservation term every update that removed stripes faded dots
-    # and checks too, so it keeps the look-alike styles (weight 3); the other kinds keep lr 3e-4 /
+    # and checks too, so it keeps the look-alike styles (weight 6), and it maps the style to the
+    # same scene drawn plain, which erases at a lower learning rate; the other kinds keep lr 3e-4 /
     # 250, untuned on this model.
     "demo": {
         "nudity": Preset(250, 14, "xattn", 3e-4),
         "object": Preset(250, 14, "xattn", 3e-4),
-        "style": Preset(200, 24, "xattn", 2e-4, keep_lookalikes=True, preserve_weight=3.0),
+        "style": Preset(200, 24, "xattn", 1.5e-4, keep_lookalikes=True, preserve_weight=6.0, plain_anchor=True),
         "instance": Preset(150, 40, "xattn", 3e-4),
         "colour": Preset(250, 24, "xattn", 3e-4),
         "background": Preset(250, 14, "xattn", 3e-4),

@@ -191,3 +191,15 @@ def test_concepts_may_be_listed_with_commas():
     assert parse_concepts(["striped, dotted", "striped", " red "]) == ["striped", "dotted", "red"]
     with pytest.raises(ValueError, match="at least one concept"):
         parse_concepts([" , "])
+
+
+def test_unlearn_tab_fills_the_style_presets_anchor_and_kept_styles():
+    """What a user sees in the Advanced settings after choosing "striped": the preset's values,
+    including its anchor and look-alikes, so that emptying a field really means "none"."""
+    from types import SimpleNamespace
+
+    from ui.unlearn_tab import preset_fields
+
+    iterations, lr, params, _start, _end, anchor, keep = preset_fields(SimpleNamespace(model=None), "striped", "style", "kscu", 50)
+    assert (iterations, lr, params, anchor, keep) == (200, 1.5e-4, "xattn", "plain", "dotted, checkered")
+    assert preset_fields(SimpleNamespace(model=None), "star", "object", "kscu", 50)[5:] == ("", "")

@@ -55,3 +55,11 @@ def test_preserve_flag_defaults_to_the_preset_and_none_turns_it_off():
     assert _preserve_arg(None) is None
     assert _preserve_arg(" None ") == ()
     assert _preserve_arg("dotted,checkered") == ("dotted", "checkered")
+
+
+def test_anchor_flag_defaults_to_the_preset_and_none_turns_it_off():
+    from kscu.cli import _anchor_arg
+
+    assert _anchor_arg(None) is None
+    assert _anchor_arg("NONE") == ""
+    assert _anchor_arg("plain") == "plain"

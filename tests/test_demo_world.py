@@ -1,6 +1,7 @@
 """The demo world: deterministic generator, prompts, the shipped classifier and pipeline,
 and the resumable training script."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -86,3 +87,24 @@ def test_training_script_runs_a_micro_config_and_resumes(tmp_path):
     (work / "unet.done").unlink()
     failed = subprocess.run(command + ["--unet-steps", "20", "--continue-from", "12"], cwd=REPO, capture_output=True, text=True)
     assert failed.returncode != 0 and "before --continue-from 12" in failed.stderr
+
+
+def test_training_continues_from_an_exported_model_without_its_work_folder(micro_demo_dir, tmp_path):
+    """--init-from: how the shipped model is trained on where its work folder is absent (a GPU machine)."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    command = [sys.executable, "-m", "kscu.demo.train", "--micro", "--work", str(work), "--out", str(out),
+               "--init-from", str(micro_demo_dir), "--device", "cpu"]
+    exported_at = json.loads((micro_demo_dir / "training.json").read_text())["unet_step"]
+    wrong = subprocess.run(command + ["--continue-from", str(exported_at - 1), "--unet-steps", str(exported_at + 3)],
+                           cwd=REPO, capture_output=True, text=True)
+    assert wrong.returncode != 0 and f"use --continue-from {exported_at}" in wrong.stderr
+    shutil.rmtree(work)
+    log = subprocess.run(command + ["--continue-from", str(exported_at), "--unet-steps", str(exported_at + 3)],
+                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert f"resumed at step {exported_at}" in log
+    assert "classifier:" not in log and "vae step" not in log, "the model's VAE and judge are reused, not retrained"
+    status = json.loads((out / "training.json").read_text())
+    assert status["unet_step"] == exported_at + 3 and status["history"][-1]["until_unet_step"] == exported_at
+    vae_config = lambda folder: json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"]
+    assert vae_config(out) == vae_config(micro_demo_dir), "the UNet was trained on the model's latent scaling"
+    assert (out / "classifier" / "classifier.safetensors").read_bytes() == (micro_demo_dir / "classifier" / "classifier.safetensors").read_bytes()

@@ -5,16 +5,13 @@ The example of the README, run as a user would:
     python -m kscu unlearn --concept striped --kind style --out runs/striped
     python -m kscu evaluate --edit runs/striped --json
 
-Thresholds: the issue asks for detection >= 0.90 before and <= 0.10 after, with IRA and every
-CRA within 8 points. Measured on the shipped model (13,000 UNet steps; style preset: lr 2e-4, 200
-iterations, keeping the look-alike styles dotted and checkered at weight 3; README, "Erase
-'striped' end to end"): striped detected in 88% of the held-out "striped" images before, 10%
-after; IRA 0.975 -> 0.933, CRA moved by at most 4.2 points. This is training seed 0 (the CLI
-default); seeds 1 and 2 lost 8.3 and 15.0 points of IRA, so the retention bound holds for this seed,
-not for every seed. The retention bounds are the issue's;
-the erasure bounds leave room for floating-point differences between machines (the measured
-0.10 sits on the issue's bound) and the before bound is the measured 0.88 less that room, not the
-issue's 0.90, which this model misses.
+Thresholds: the issue's. Detection >= 0.90 before and <= 0.10 after, IRA and every CRA within 8
+points. Measured on the shipped model (16,300 UNet steps; style preset: lr 1.5e-4, 200 iterations,
+"striped" mapped to "plain", the look-alike styles dotted and checkered kept at weight 6; README,
+"Erase 'striped' end to end"): striped detected in 96% of the held-out "striped" images before, 1%
+after; IRA 1.000 -> 0.942, CRA moved by at most 0.8 points. This is training seed 0 (the CLI
+default); seeds 1 and 2 erased as well (1%, 0%) but lost 9.2 and 11.7 points of IRA, so the
+retention bound holds for this seed, not for every seed.
 """
 import json
 
@@ -25,7 +22,7 @@ from test_cli import run_cli
 MAX_CRA_CHANGE = 0.08
 """Each CRA may move by at most this much (the issue's criterion)."""
 MAX_IRA_DROP = 0.08
-"""IRA may fall by at most this much (the issue's criterion; measured: 0.042)."""
+"""IRA may fall by at most this much (the issue's criterion; measured: 0.058)."""
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +36,12 @@ def striped_report(tmp_path_factory) -> dict:
 
 
 def test_the_unedited_model_draws_stripes_when_asked(striped_report):
-    assert striped_report["before"]["detection_rate"] >= 0.85
+    assert striped_report["before"]["detection_rate"] >= 0.90
 
 
 def test_erasing_striped_removes_most_stripes(striped_report):
     before, after = striped_report["before"]["detection_rate"], striped_report["after"]["detection_rate"]
-    assert after <= 0.13, f"striped still detected in {after:.0%} of images (before: {before:.0%})"
+    assert after <= 0.10, f"striped still detected in {after:.0%} of images (before: {before:.0%})"
 
 
 def test_other_styles_and_attributes_survive(striped_report):

@@ -59,7 +59,7 @@ def test_the_file_carries_its_provenance_as_strings(edit, tmp_path):
     assert meta["format"] == "kscu-edit" and meta["format_version"] == "1"
     assert (meta["method"], meta["concept"], meta["kind"], meta["params"]) == (cfg.method, cfg.concept, cfg.kind, cfg.params)
     assert (meta["start_step"], meta["end_step"], meta["num_steps"], meta["iterations"]) == tuple(map(str, (cfg.start_step, cfg.end_step, cfg.num_steps, cfg.iterations)))
-    assert (float(meta["lr"]), int(meta["seed"]), meta["anchor"]) == (cfg.lr, cfg.seed, "")
+    assert (float(meta["lr"]), int(meta["seed"]), meta["anchor"]) == (cfg.lr, cfg.seed, cfg.anchor) == (cfg.lr, cfg.seed, "plain")  # the demo style preset's anchor
     assert (meta["base_model"], meta["base_hash"], meta["family"]) == (edit.base_source, edit.base_hash, "demo")
     assert meta["torch_version"] == torch.__version__ and meta["created"].endswith("+00:00")
     assert json.loads(meta["config"]) == cfg.to_dict()

@@ -69,7 +69,7 @@ def test_config_resolves_presets_per_family_and_method():
 
 def test_demo_style_preset_keeps_the_look_alike_styles_unless_told_otherwise():
     style = UnlearnConfig("Striped", kind="style").resolve("demo")
-    assert (style.preserve, style.preserve_weight) == (("dotted", "checkered"), 3.0)
+    assert (style.preserve, style.preserve_weight) == (("dotted", "checkered"), 6.0)
     assert UnlearnConfig("outlined", kind="style").resolve("demo").preserve == ()
     assert UnlearnConfig("striped", kind="style", preserve=()).resolve("demo").preserve == ()
     assert UnlearnConfig("striped", kind="style", preserve=("plain",), preserve_weight=2.0).resolve("demo").preserve == ("plain",)
@@ -78,3 +78,13 @@ def test_demo_style_preset_keeps_the_look_alike_styles_unless_told_otherwise():
     # a resolved config survives its JSON round trip; an unresolved one keeps "the preset's"
     assert UnlearnConfig.from_dict(style.to_dict()) == style
     assert UnlearnConfig.from_dict(UnlearnConfig("striped").to_dict()).preserve is None
+
+
+def test_demo_style_preset_maps_a_style_to_plain_unless_told_otherwise():
+    assert UnlearnConfig("Striped", kind="style").resolve("demo").anchor == "plain"
+    assert UnlearnConfig("outlined", kind="style").resolve("demo").anchor == "plain"
+    assert UnlearnConfig("plain", kind="style").resolve("demo").anchor == "", "plain has no plain substitute"
+    assert UnlearnConfig("striped", kind="style", anchor="").resolve("demo").anchor == ""
+    assert UnlearnConfig("striped", kind="style", anchor=" dotted ").resolve("demo").anchor == "dotted"
+    assert UnlearnConfig("star", kind="object").resolve("demo").anchor == ""
+    assert UnlearnConfig("striped", kind="style").resolve("sd1").anchor == "", "SD1.x keeps the paper's empty anchor"

@@ -27,8 +27,8 @@ PREVIEW_SEEDS = (0, 1)
 
 
 def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, method: str, num_steps: float) -> tuple:
-    """Iterations, learning rate, parameters, window and concepts to keep from the preset (what None
-    resolves to; the demo style preset keeps the concept's look-alike styles)."""
+    """Iterations, learning rate, parameters, window, anchor and concepts to keep from the preset
+    (what None resolves to; the demo style preset maps a style to 'plain' and keeps its look-alikes)."""
     family = state.model.family if state.model else "demo"
     num_steps = int(num_steps)
     cfg = UnlearnConfig(concept=(concept or "").strip() or "-", kind=kind or "style", method=method, num_steps=num_steps).resolve(family)
@@ -36,14 +36,14 @@ def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, 
     return (cfg.iterations, cfg.lr, cfg.params,
             gr.Slider(value=cfg.start_step, maximum=num_steps - 1, interactive=kscu),
             gr.Slider(value=cfg.end_step, maximum=num_steps, interactive=kscu),
-            ", ".join(cfg.preserve))
+            cfg.anchor, ", ".join(cfg.preserve))
 
 
 def on_concept(state: WorkbenchState, concept: str | None, method: str, num_steps: float) -> tuple:
     """A demo-world concept sets its kind and that kind's preset; other text changes nothing."""
     kind = kind_of(concept or "", state.model.family if state.model else None)
     if kind is None:
-        return (gr.skip(),) * 7
+        return (gr.skip(),) * 8
     return (kind, *preset_fields(state, concept, kind, method, num_steps))
 
 
@@ -61,7 +61,7 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     config = UnlearnConfig(
         concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=int(iterations or 0) or None,
         start_step=int(start_step), end_step=int(end_step), num_steps=int(num_steps), lr=float(lr or 0) or None,
-        params=params or None, anchor=(anchor or "").strip() or None, seed=int(seed or 0),
+        params=params or None, anchor=(anchor or "").strip(), seed=int(seed or 0),  # the field shows the preset's
         preserve=tuple((keep or "").split(",")),  # the field shows the preset's list: empty means none
     ).resolve(model.family)
     if config.method == "kscu":
@@ -148,8 +148,8 @@ def build(state: WorkbenchState) -> dict:
                     lr = gr.Number(initial.lr, label="Learning rate", info="The demo model needs ~3e-4; SD1.x uses 1e-5.")
                 params = gr.Radio(PARAM_LABELS, value=initial.params, label="Parameters trained",
                                   info="Styles: cross-attention; objects and nudity on SD1.x: the rest (the paper's choice).")
-                anchor = gr.Textbox(label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",
-                                    info="Map the concept to this one instead, e.g. 'plain' for a style of the demo world.")
+                anchor = gr.Textbox(initial.anchor, label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",
+                                    info="Map the concept to this one instead. The demo style preset maps a style to 'plain'; empty: the sentence without the concept.")
                 keep = gr.Textbox(", ".join(initial.preserve), label="Concepts to keep (optional)", placeholder="e.g. dotted, checkered",
                                   info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time). "
                                        "The demo style preset keeps the look-alike styles; empty: none.")
@@ -176,7 +176,7 @@ def build(state: WorkbenchState) -> dict:
         record = gr.JSON(label="Current run")
     timer = gr.Timer(POLL_SECONDS, active=False)
 
-    preset_outputs = [iterations, lr, params, start_step, end_step, keep]
+    preset_outputs = [iterations, lr, params, start_step, end_step, anchor, keep]
     concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")
     for trigger in (kind.input, method.input, num_steps.release):
         trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")

@@ -7,6 +7,10 @@ Stages (each checkpointed in the work folder and skipped once done):
 Run: python -m kscu.demo.train --work work/demo-train --out assets/demo-model
 It resumes from the latest checkpoint when started again with the same --work. `--micro`
 runs a seconds-long version on micro configs (used by the tests).
+
+Continue the shipped model without the work folder that made it (on a GPU machine, say):
+  python -m kscu.demo.train --work work/more --out work/demo-model-next --init-from assets/demo-model \
+      --continue-from 13000 --unet-steps 23000 --restart-lr 3e-4 --device cuda
 """
 from __future__ import annotations
 
@@ -63,6 +67,9 @@ class TrainConfig:
     export_every: int = 600
     seed: int = 0
     micro: bool = False
+    # Where the latents and UNet stages run. Randomness is drawn on the CPU either way, so a
+    # step sees the same batch, noise and timesteps on every device.
+    device: str = "cpu"
 
     @classmethod
     def micro_config(cls) -> "TrainConfig":
@@ -94,9 +101,9 @@ class Run:
         torch.save(state, tmp)
         tmp.replace(self.work / name)
 
-    def load(self, name: str) -> dict | None:
+    def load(self, name: str, map_location: str = "cpu") -> dict | None:
         path = self.work / name
-        return torch.load(path, weights_only=True) if path.exists() else None
+        return torch.load(path, weights_only=True, map_location=map_location) if path.exists() else None
 
 
 def lr_at(step: int, total: int, warmup: int, floor: float = 0.05) -> float:
@@ -282,12 +289,15 @@ def stage_latents(run: Run, cfg: TrainConfig) -> None:
         return
     t0 = time.time()
     images, _ = _load_data(run)
+    vae_state = run.load("vae_final.pt")
     vae = architecture.make_vae(cfg.micro)
-    vae.load_state_dict(run.load("vae_final.pt")["model"])
-    vae.eval()
+    vae.load_state_dict(vae_state["model"])
+    vae.to(cfg.device).eval()
     with torch.no_grad():
-        latents = torch.cat([vae.encode(to_tensor(images[i : i + 200])).latent_dist.mode() for i in range(0, len(images), 200)])
-    scaling = float(1.0 / latents.std())
+        latents = torch.cat([vae.encode(to_tensor(images[i : i + 200]).to(cfg.device)).latent_dist.mode().cpu()
+                             for i in range(0, len(images), 200)])
+    # A folder started from an exported model keeps that model's factor: its UNet was trained on it.
+    scaling = float(vae_state["scaling_factor"]) if "scaling_factor" in vae_state else float(1.0 / latents.std())
     run.save("latents.pt", {"latents": latents, "scaling_factor": torch.tensor(scaling)})
     run.mark("latents")
     run.log(f"latents: {tuple(latents.shape)} scaling factor {scaling:.4f} in {time.time() - t0:.0f}s")
@@ -342,18 +352,18 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
     if run.done("unet"):
         return
     data = run.load("latents.pt")
-    latents, scaling = data["latents"] * data["scaling_factor"], float(data["scaling_factor"])
+    latents = (data["latents"] * data["scaling_factor"]).to(cfg.device)
     _, labels = _load_data(run)
     names = list(ATTRIBUTES)
     scenes = [Scene(*(ATTRIBUTES[n][v] for n, v in zip(names, row))) for row in labels]
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
     torch.manual_seed(cfg.seed)
-    unet = architecture.make_unet(cfg.micro)
-    text_encoder = architecture.make_text_encoder(cfg.micro)
+    unet = architecture.make_unet(cfg.micro).to(cfg.device)
+    text_encoder = architecture.make_text_encoder(cfg.micro).to(cfg.device)
     scheduler = architecture.make_train_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
-    state = run.load("unet.pt")
+    state = run.load("unet.pt", map_location=cfg.device)
     step = 0
     if state is not None:
         unet.load_state_dict(state["unet"])
@@ -370,7 +380,7 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
                "text_encoder": {k: v.clone() for k, v in text_encoder.state_dict().items()}}
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
-    weights = torch.clamp(snr, max=5.0) / snr
+    weights = (torch.clamp(snr, max=5.0) / snr).to(cfg.device)
     t0, start = time.time(), step
     while step < cfg.unet_steps:
         rng = random.Random(cfg.seed * 1_000_003 + step)
@@ -379,13 +389,14 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
             group["lr"] = _unet_lr(cfg, step)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
         prompts = [training_prompt(scenes[i], rng) for i in idx.tolist()]
-        x0 = latents[idx]
+        x0 = latents[idx.to(cfg.device)]
         noise = torch.randn(x0.shape, generator=gen)
         if cfg.noise_offset and step >= cfg.noise_offset_from:
             noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)
+        noise, t = noise.to(cfg.device), t.to(cfg.device)
         xt = scheduler.add_noise(x0, noise, t)
-        context = text_encoder(_tokenize(tokenizer, prompts))[0]
+        context = text_encoder(_tokenize(tokenizer, prompts).to(cfg.device))[0]
         pred = unet(xt, t, encoder_hidden_states=context).sample
         loss = (weights[t] * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
         optimizer.zero_grad()
@@ -398,7 +409,7 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
         _ema_update(ema["text_encoder"], text_encoder.state_dict(), decay)
         if step % 10 == 0 or step == cfg.unet_steps:
             rate = (time.time() - t0) / (step - start)
-            run.log(f"unet step {step}/{cfg.unet_steps} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e} {rate:.2f}s/step eta {rate * (cfg.unet_steps - step) / 60:.1f}min")
+            run.log(f"unet step {step}/{cfg.unet_steps} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e} {rate:.3f}s/step eta {rate * (cfg.unet_steps - step) / 60:.1f}min")
         if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
             run.save("unet.pt", {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                                  "optimizer": optimizer.state_dict(), "ema": ema, "step": step})
@@ -409,6 +420,39 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
     export_pipeline(run, cfg, ema, out)
     run.mark("unet")
     run.log(f"unet: done, exported to {out}")
+
+
+def seed_from_pipeline(run: Run, cfg: TrainConfig, pipeline: Path) -> None:
+    """Start a work folder from an exported demo model, so it can be trained on where its own work
+    folder (hundreds of MB, never in git) is absent: a GPU machine, a fresh clone.
+
+    The model's VAE, judge and training record become the finished early stages and its UNet and
+    text encoder (the EMA weights it shipped) the UNet checkpoint at cfg.unet_restart_step, with a
+    fresh optimizer: the restart cycle's warmup rebuilds Adam's moments. The data and latents stages
+    then run as usual (the world is generated from its seed), keeping the model's latent scaling.
+    """
+    if (run.work / "unet.pt").exists():
+        return
+    if not cfg.unet_restart_step:
+        raise SystemExit("--init-from needs --continue-from STEP: the UNet step the model was exported at")
+    recorded = json.loads((pipeline / "training.json").read_text()).get("unet_step")
+    if recorded is not None and recorded != cfg.unet_restart_step:
+        raise SystemExit(f"{pipeline} was exported at UNet step {recorded}, not {cfg.unet_restart_step}: "
+                         f"use --continue-from {recorded}")
+    loaded = StableDiffusionPipeline.from_pretrained(pipeline, local_files_only=True)
+    run.save("vae_final.pt", {"model": loaded.vae.state_dict(),
+                              "scaling_factor": torch.tensor(loaded.vae.config.scaling_factor)})
+    shutil.rmtree(run.work / "classifier", ignore_errors=True)
+    shutil.copytree(pipeline / "classifier", run.work / "classifier")
+    shutil.copy(pipeline / "training.json", run.work / "status.json")
+    unet, text_encoder = loaded.unet, loaded.text_encoder
+    optimizer = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=cfg.unet_lr, weight_decay=0.01)
+    weights = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict()}
+    run.save("unet.pt", {**weights, "optimizer": optimizer.state_dict(), "step": cfg.unet_restart_step,
+                         "ema": {name: {k: v.clone() for k, v in state.items()} for name, state in weights.items()}})
+    for stage in ("classifier", "vae", "vae_refine", "classifier_refine"):
+        run.mark(stage)
+    run.log(f"init: work folder started from {pipeline} at UNet step {cfg.unet_restart_step}")
 
 
 def _write_status(run: Run, cfg: TrainConfig, extra: dict) -> None:
@@ -426,10 +470,12 @@ def _write_status(run: Run, cfg: TrainConfig, extra: dict) -> None:
     path.write_text(json.dumps(status, indent=2))
 
 
-def train(work: Path, out: Path, cfg: TrainConfig) -> None:
+def train(work: Path, out: Path, cfg: TrainConfig, init_from: Path | None = None) -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     run = Run(work)
     run.log(f"training demo model: {asdict(cfg)}")
+    if init_from is not None:
+        seed_from_pipeline(run, cfg, init_from)
     stage_started = time.time()
     for name, stage in (
         ("data", lambda: stage_data(run, cfg)),
@@ -454,6 +500,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("assets/demo-model"))
     parser.add_argument("--micro", action="store_true", help="seconds-long run on micro configs (tests)")
     parser.add_argument("--unet-steps", type=int, default=None)
+    parser.add_argument("--unet-batch", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                        help="UNet checkpoint interval (each writes ~150 MB: raise it on a fast GPU)")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="PIPELINE",
+                        help="start --work from an exported demo model (needs --continue-from its UNet step)")
+    parser.add_argument("--device", default=None, help="device of the latents and UNet stages "
+                        "(default: cuda when available, else cpu)")
     parser.add_argument("--continue-from", type=int, default=None, metavar="STEP",
                         help="continue a finished UNet stage from its checkpoint at STEP up to --unet-steps, "
                              "with a new warmup + cosine cycle (peak --restart-lr)")
@@ -465,6 +518,11 @@ def main() -> None:
     cfg = TrainConfig.micro_config() if args.micro else TrainConfig()
     if args.unet_steps:
         cfg.unet_steps = args.unet_steps
+    if args.unet_batch:
+        cfg.unet_batch = args.unet_batch
+    if args.checkpoint_every:
+        cfg.checkpoint_every = args.checkpoint_every
+    cfg.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.continue_from is not None:
         cfg.unet_restart_step = args.continue_from
         (args.work / "unet.done").unlink(missing_ok=True)
@@ -474,7 +532,7 @@ def main() -> None:
         cfg.noise_offset = args.noise_offset
     if args.noise_offset_from is not None:
         cfg.noise_offset_from = args.noise_offset_from
-    train(args.work, args.out, cfg)
+    train(args.work, args.out, cfg, args.init_from)
 
 
 if __name__ == "__main__":

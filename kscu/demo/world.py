@@ -78,6 +78,14 @@ def lookalikes(concept: str) -> tuple[str, ...]:
     return tuple(v for v in PATTERNED if v != concept) if concept in PATTERNED else ()
 
 
+def plain_substitute(concept: str) -> str | None:
+    """What an erased style becomes by default: the same scene drawn plain ("a red striped star" ->
+    "a red plain star"), a narrower target than the sentence without the style, whose output the
+    model draws in any style. None for plain itself and for any concept that is not a style."""
+    concept = concept.strip().lower()
+    return "plain" if concept in ATTRIBUTES["style"] and concept != "plain" else None
+
+
 def random_scene(rng: random.Random) -> Scene:
     return Scene(*(rng.choice(values) for values in ATTRIBUTES.values()))
 
