@@ -15,9 +15,10 @@ decided, to compare with where the ablation says erasure works.
 
 Run:   python benchmarks/window_ablation.py [--concepts striped[,star]] [--seeds 0]
 Smoke: python benchmarks/window_ablation.py --smoke --model <micro demo folder>   (about 10 s)
-Runtime on the 2-core CPU with the defaults: 6 min per concept measured (4 trainings of 15-30 s,
-5 evaluations of 220 images of about 30 s, the influence analysis about 30 s); --seeds 0,1,2
-12 min for striped (2026-11-26).
+Runtime on the 2-core CPU with the defaults: 6 min per concept measured with the earlier 150-iteration
+style preset (4 trainings of 15-30 s, 5 evaluations of 220 images of about 30 s, the influence analysis
+about 30 s); with the current style preset (anchor and preservation term, 35-57 s a training)
+--seeds 0,1,2 took 18 min for striped (2026-11-26).
 Writes window_ablation.json, window_ablation.png and window_ablation_influence.png under
 benchmarks/results/.
 """
