@@ -145,7 +145,7 @@ def build(state: WorkbenchState) -> dict:
             with gr.Accordion("Advanced settings (the preset's values are filled in)", open=False):
                 with gr.Row():
                     iterations = gr.Number(initial.iterations, precision=0, minimum=1, label="Iterations", info="One Adam step each.")
-                    lr = gr.Number(initial.lr, label="Learning rate", info="The demo model needs ~3e-4; SD1.x uses 1e-5.")
+                    lr = gr.Number(initial.lr, label="Learning rate", info="The demo model: 1.5e-4 (style) to 3e-4; SD1.x uses 1e-5.")
                 params = gr.Radio(PARAM_LABELS, value=initial.params, label="Parameters trained",
                                   info="Styles: cross-attention; objects and nudity on SD1.x: the rest (the paper's choice).")
                 anchor = gr.Textbox(initial.anchor, label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",

@@ -368,14 +368,16 @@ def stage_unet(run: Run, cfg: TrainConfig, out: Path) -> None:
     if state is not None:
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema = state["ema"]
+        if "optimizer" in state:  # absent when seeded from an exported model (seed_from_pipeline)
+            optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         if cfg.unet_restart_step and step < cfg.unet_restart_step:
             raise SystemExit(f"unet.pt is at step {step}, before --continue-from {cfg.unet_restart_step}: "
                              "finish that run first or continue from its step")
         run.log(f"unet: resumed at step {step}")
-    else:
+    if state is not None and "ema" in state:
+        ema = state["ema"]
+    else:  # the EMA starts at the weights it averages
         ema = {"unet": {k: v.clone() for k, v in unet.state_dict().items()},
                "text_encoder": {k: v.clone() for k, v in text_encoder.state_dict().items()}}
     alphas = scheduler.alphas_cumprod
@@ -427,9 +429,10 @@ def seed_from_pipeline(run: Run, cfg: TrainConfig, pipeline: Path) -> None:
     folder (hundreds of MB, never in git) is absent: a GPU machine, a fresh clone.
 
     The model's VAE, judge and training record become the finished early stages and its UNet and
-    text encoder (the EMA weights it shipped) the UNet checkpoint at cfg.unet_restart_step, with a
-    fresh optimizer: the restart cycle's warmup rebuilds Adam's moments. The data and latents stages
-    then run as usual (the world is generated from its seed), keeping the model's latent scaling.
+    text encoder (the EMA weights it shipped) the UNet checkpoint at cfg.unet_restart_step, without
+    optimizer or EMA state: stage_unet starts both afresh, and the restart cycle's warmup rebuilds
+    Adam's moments. The data and latents stages then run as usual (the world is generated from its
+    seed), keeping the model's latent scaling.
     """
     if (run.work / "unet.pt").exists():
         return
@@ -445,11 +448,8 @@ def seed_from_pipeline(run: Run, cfg: TrainConfig, pipeline: Path) -> None:
     shutil.rmtree(run.work / "classifier", ignore_errors=True)
     shutil.copytree(pipeline / "classifier", run.work / "classifier")
     shutil.copy(pipeline / "training.json", run.work / "status.json")
-    unet, text_encoder = loaded.unet, loaded.text_encoder
-    optimizer = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=cfg.unet_lr, weight_decay=0.01)
-    weights = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict()}
-    run.save("unet.pt", {**weights, "optimizer": optimizer.state_dict(), "step": cfg.unet_restart_step,
-                         "ema": {name: {k: v.clone() for k, v in state.items()} for name, state in weights.items()}})
+    run.save("unet.pt", {"unet": loaded.unet.state_dict(), "text_encoder": loaded.text_encoder.state_dict(),
+                         "step": cfg.unet_restart_step})
     for stage in ("classifier", "vae", "vae_refine", "classifier_refine"):
         run.mark(stage)
     run.log(f"init: work folder started from {pipeline} at UNet step {cfg.unet_restart_step}")
