@@ -1,6 +1,7 @@
 # KSCU Workbench: two commands.
 #   make run    install into .venv if needed, then open the workbench at http://127.0.0.1:7860
 #   make test   install into .venv if needed (plus Debian's chromium for browser tests), run the tests
+#   make test-fast   the tests not marked slow (no app, browser or full-size training): under 2 minutes
 # Extra pytest arguments: make test PYTEST_ARGS="-k tokenizer -x"
 
 SHELL := /bin/bash
@@ -15,13 +16,16 @@ CHROMIUM := /usr/bin/chromium
 TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1
 PYTEST_ARGS ?=
 
-.PHONY: run test install browser bench clean-venv
+.PHONY: run test test-fast install browser bench clean-venv
 
 run: install
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) app.py
 
 test: install browser
 	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 install: $(STAMP)
 

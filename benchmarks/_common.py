@@ -10,10 +10,14 @@ every script checks its sum against UnlearnResult.unet_forwards, so it cannot dr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -313,3 +317,54 @@ def save_figure(fig: Figure, args: argparse.Namespace, name: str) -> Path:
     """Save as {name}.png (name_smoke.png for smoke runs), atomically, at a size fit to commit."""
     path = args.out / f"{name}{'_smoke' if args.smoke else ''}.png"
     return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+
+
+APP_START_SECONDS = 3600
+"""Starting the app imports torch, diffusers and gradio and loads the model: slow on a busy CPU
+(a hang guard, not a speed goal)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_process(model_dir: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None):
+    """`python app.py --port P --model DIR ...` in a subprocess, offline; yields (url, process) once
+    it answers, stops it afterwards. RuntimeError with the log's tail if it exits or never answers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", str(model_dir), *extra],
+                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + APP_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"app.py did not answer within {APP_START_SECONDS} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def running_workbench(model_dir: Path, log_path: Path, *extra: str):
+    """app_process for tests, which need only its URL."""
+    with app_process(model_dir, log_path, *extra) as (url, _process):
+        yield url

@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(influence)
     influence.add_argument("--concept", action="append", required=True, help="concept to analyse (repeat to overlay several)")
     influence.add_argument("--kind", default="style", help="nudity, object, style, instance (demo also: colour, background)")
-    influence.add_argument("--steps", type=int, default=25, help="DDIM steps of the analysed schedule")
-    influence.add_argument("--seeds", type=int, default=4, help="seeds averaged per curve")
+    influence.add_argument("--steps", type=_positive_int, default=25, help="DDIM steps of the analysed schedule")
+    influence.add_argument("--seeds", type=_positive_int, default=4, help="seeds averaged per curve")
     influence.add_argument("--measures", default="gap,causal", help="comma list of gap, causal")
     influence.add_argument("--anchor", default=None, help="neutral prompt to compare against (default: empty or the sentence without the concept)")
     influence.add_argument("--out", type=Path, default=Path("runs/influence"), help="folder for influence.png and influence.json")
@@ -62,14 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--no-augment", action="store_true", help="no prompt augmentation in the last 5%% of iterations")
     unlearn.add_argument("--seed", type=int, default=0)
     unlearn.add_argument("--out", type=Path, required=True, help="folder (edit.safetensors + run.json) or a .safetensors file")
+    unlearn.add_argument("--force", action="store_true", help="replace an existing edit at --out, or write inside a model folder")
 
     evaluate = commands.add_parser("evaluate", help="UA / IRA / CRA of an edit next to the unedited model (demo model)")
     _add_model_args(evaluate)
     evaluate.add_argument("--edit", type=Path, default=None, help="edit folder or .safetensors (default: only the base model)")
     evaluate.add_argument("--concept", default=None, help="default: the edit's concept")
-    evaluate.add_argument("--n-erase", type=int, default=100)
-    evaluate.add_argument("--n-retain", type=int, default=120)
-    evaluate.add_argument("--steps", type=int, default=25)
+    evaluate.add_argument("--n-erase", type=_positive_int, default=100)
+    evaluate.add_argument("--n-retain", type=_positive_int, default=120)
+    evaluate.add_argument("--steps", type=_positive_int, default=25)
     evaluate.add_argument("--guidance", type=float, default=3.0)
     evaluate.add_argument("--seed", type=int, default=1234)
     evaluate.add_argument("--grid", type=Path, default=None, help="also save a before/after image grid here (PNG)")
@@ -78,16 +79,28 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(export)
     export.add_argument("--edit", type=Path, required=True)
     export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--force", action="store_true", help="replace an earlier export at --out")
 
     generate = commands.add_parser("generate", help="images for a prompt, with or without an edit")
     _add_model_args(generate)
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--edit", type=Path, default=None)
     generate.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds")
-    generate.add_argument("--steps", type=int, default=25)
+    generate.add_argument("--steps", type=_positive_int, default=25)
     generate.add_argument("--guidance", type=float, default=3.0)
     generate.add_argument("--out", type=Path, required=True, help="PNG file (a grid, one image per seed)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for counts: a whole number of at least 1 (argparse names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give at least 1")
+    return value
 
 
 def _preserve_arg(text: str | None) -> tuple[str, ...] | None:
@@ -153,29 +166,50 @@ def cmd_influence(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
-    from kscu.config import UnlearnConfig
-    from kscu.export import save_edit
-    from kscu.trainer import unlearn
+    import warnings
 
-    model = _load(args)
+    from kscu.config import UnlearnConfig
+    from kscu.export import check_edit_output, save_edit_or_keep
+    from kscu.trainer import unlearn
+    from kscu.validation import ConfigWarning, check_config, validate
+
     config = UnlearnConfig(
         concept=args.concept, kind=args.kind, method=args.method, iterations=args.iterations,
         start_step=args.start_step, end_step=args.end_step, num_steps=args.num_steps, lr=args.lr,
         params=args.params, anchor=_anchor_arg(args.anchor), augment=not args.no_augment, seed=args.seed,
         preserve=_preserve_arg(args.preserve), preserve_weight=args.preserve_weight,
     )
-    resolved = config.resolve(model.family)
+    validate(config)  # settings and output path first: a mistake costs no model loading and no training
+    check_edit_output(args.out, overwrite=args.force)
+    model = _load(args)
+    checked = check_config(config, model)
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    resolved = checked.config
     with _bar(f"{resolved.method} {resolved.concept!r}", resolved.iterations, args.json) as bar:
         def progress(p, _unet) -> None:
             bar.update(1)
             bar.set_postfix(step=p.step_index, loss=f"{p.loss:.4g}")
 
-        result = unlearn(model, config, on_progress=progress)
-    path = save_edit(result, args.out)
-    payload = {"edit": str(path), "config": result.config.to_dict(), "seconds": round(result.seconds, 1),
-               "final_loss": result.losses[-1], "unet_forwards": result.unet_forwards}
-    _print(args, payload, f"erased {resolved.concept!r} with {resolved.method} in {result.seconds:.1f}s "
-           f"({resolved.iterations} iterations, steps {resolved.start_step}..{resolved.end_step - 1} of {resolved.num_steps}); edit saved to {path}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigWarning)  # printed above
+            result = unlearn(model, resolved, on_progress=progress)
+    saved = save_edit_or_keep(result, args.out, overwrite=args.force)
+    sanity = result.sanity
+    payload = {"edit": str(saved.path), "saved_where_asked": saved.failure is None, "config": result.config.to_dict(),
+               "seconds": round(result.seconds, 1), "final_loss": result.losses[-1], "unet_forwards": result.unet_forwards,
+               "warnings": result.warnings, "sanity": sanity.to_dict() if sanity is not None else None}
+    done = "erased" if sanity is None or sanity.passed else "trained (but see the sanity check)"
+    lines = [f"{done} {resolved.concept!r} with {resolved.method} in {result.seconds:.1f}s ({resolved.iterations} iterations, "
+             f"steps {resolved.start_step}..{resolved.end_step - 1} of {resolved.num_steps}); edit saved to {saved.path}"]
+    if sanity is not None:
+        lines.append(sanity.message)
+    _print(args, payload, "\n".join(lines))
+    if sanity is not None and not sanity.passed:
+        print(f"warning: {sanity.message}", file=sys.stderr)
+    if saved.failure is not None:
+        print(f"error: {saved.failure}; the trained edit is kept at {saved.path}: move it where you want it", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -195,7 +229,8 @@ def cmd_evaluate(args) -> int:
     if report.after is not None:
         payload["verdict"] = verdict(report)
     if edit is not None:
-        payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds}
+        payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds,
+                           "sanity": edit.sanity.to_dict() if edit.sanity is not None else None}
     if args.grid is not None:
         _save_grid(model, edited, concept, args.grid)
         payload["grid"] = str(args.grid)
@@ -224,7 +259,7 @@ def cmd_export(args) -> int:
     from kscu.export import export_pipeline, load_edit
 
     model = _load(args)
-    path = export_pipeline(model, load_edit(args.edit), args.out)
+    path = export_pipeline(model, load_edit(args.edit), args.out, overwrite=args.force)
     _print(args, {"pipeline": str(path)}, f"diffusers pipeline with the edit written to {path}")
     return 0
 
@@ -256,9 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "generate": cmd_generate}
     from kscu.models import ModelLoadError
+    from kscu.validation import ConfigError
 
     try:
         return handlers[args.command](args)
+    except ConfigError as error:  # name the flag the user typed
+        print(f"error: --{error.field.replace('_', '-')}: {error.problem}", file=sys.stderr)
+        return 2
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

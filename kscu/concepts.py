@@ -4,7 +4,7 @@ prompt augmentation used in the last iterations.
 Why pairs: negative guidance pushes the model away from *every* word of the prompt. On the
 tiny demo model a bare word ("striped") erased weakly, whole sentences erased strongly but took
 colour and shape with them, and sentences whose anchor is the same sentence without the concept
-word erased the concept and kept the rest (../shared/FACTS.md). On SD1.x the paper's setting
+word erased the concept and kept the rest (measured on this project's first demo model). On SD1.x the paper's setting
 is the concept text itself with the empty prompt as anchor, or a user-chosen anchor concept.
 """
 from __future__ import annotations

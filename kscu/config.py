@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from kscu.demo.world import lookalikes, plain_substitute
-from kscu.keysteps import ESD_ITERATIONS, Preset, preset_for, scale_start
+from kscu.keysteps import ESD_ITERATIONS, Preset, key_step_table, preset_for, scale_start
+from kscu.validation import ConfigError, validate
 
 METHODS = ("kscu", "esd")
 PARAM_SUBSETS = ("xattn", "noxattn", "full")
@@ -46,31 +47,30 @@ class UnlearnConfig:
     preserve_weight: float | None = None
 
     def resolve(self, family: str) -> "UnlearnConfig":
-        """Fill every None from the presets and check the values; returns a new config."""
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose kscu or esd")
+        """Check every field (kscu.validation), fill each None from the presets and check what the
+        preset brings; returns a new config. An explicit value, 0 included, is never replaced."""
+        validate(self)
         preset = preset_for(family, self.kind)
         esd = self.method == "esd"
         resolved = replace(
             self,
-            iterations=self.iterations or (ESD_ITERATIONS.get(family, 1000) if esd else preset.iterations),
-            start_step=0 if esd else (self.start_step if self.start_step is not None else scale_start(preset.start_of_50, self.num_steps)),
-            end_step=self.num_steps if esd or self.end_step is None else self.end_step,
-            lr=self.lr or preset.lr,
-            params=self.params or preset.params,
+            iterations=_given(self.iterations, ESD_ITERATIONS.get(family, 1000) if esd else preset.iterations),
+            start_step=0 if esd else _given(self.start_step, scale_start(preset.start_of_50, self.num_steps)),
+            end_step=self.num_steps if esd else _given(self.end_step, self.num_steps),
+            lr=_given(self.lr, preset.lr),
+            params=_given(self.params, preset.params),
             lambda2=0.0 if esd else self.lambda2,
             anchor=self._anchor(preset),
             preserve=self._preserve(preset),
-            preserve_weight=self.preserve_weight or preset.preserve_weight,
+            preserve_weight=_given(self.preserve_weight, preset.preserve_weight),
         )
-        if resolved.params not in PARAM_SUBSETS:
-            raise ValueError(f"unknown parameter subset {resolved.params!r}; choose one of {', '.join(PARAM_SUBSETS)}")
-        if resolved.iterations < 1:
-            raise ValueError("iterations must be at least 1")
+        if not esd:
+            try:
+                key_step_table(1, resolved.start_step, resolved.num_steps, resolved.end_step)
+            except ValueError as error:
+                raise ConfigError("start_step", f"{error}; move the window") from None
         if resolved.concept.strip().lower() in (p.lower() for p in resolved.preserve):
-            raise ValueError(f"{resolved.concept!r} is both erased and preserved; remove it from the concepts to keep")
-        if resolved.preserve and resolved.preserve_weight <= 0:
-            raise ValueError("preserve_weight must be positive when concepts to keep are given")
+            raise ConfigError("preserve", f"{resolved.concept!r} is both erased and preserved; remove it from the concepts to keep")
         return resolved
 
     def _anchor(self, preset: Preset) -> str:
@@ -93,3 +93,8 @@ class UnlearnConfig:
         if fields.get("preserve") is not None:  # a JSON list
             fields["preserve"] = tuple(fields["preserve"])
         return cls(**fields)
+
+
+def _given(value, default):
+    """`value` unless it was left out (None): 0 and "" are answers, not "use the preset"."""
+    return default if value is None else value

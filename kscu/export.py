@@ -16,7 +16,9 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -32,6 +34,7 @@ from safetensors.torch import save_file
 import kscu
 from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
+from kscu.sanity import SanityReport
 from kscu.trainer import UnlearnResult
 
 FORMAT = "kscu-edit"
@@ -39,6 +42,8 @@ FORMAT_VERSION = "1"
 EDIT_FILE = "edit.safetensors"
 RUN_FILE = "run.json"
 PROVENANCE_FILE = "kscu_edit.json"
+RUN_FIELDS = ("losses", "steps", "seconds", "unet_forwards", "unet_backwards", "warnings", "sanity")
+"""What the edit file's "run" metadata holds besides the config."""
 
 
 class EditLoadError(ValueError):
@@ -73,6 +78,8 @@ def _provenance(result: UnlearnResult) -> dict:
         "seconds": result.seconds,
         "unet_forwards": result.unet_forwards,
         "unet_backwards": result.unet_backwards,
+        "warnings": result.warnings,
+        "sanity": result.sanity.to_dict() if result.sanity is not None else None,
     }
 
 
@@ -88,7 +95,7 @@ def _metadata(provenance: dict) -> dict[str, str]:
         **{key: str(provenance[key]) for key in ("base_model", "base_hash", "family", "created")},
         **{f"{name}_version": version for name, version in provenance["versions"].items()},
         "config": json.dumps(cfg),
-        "run": json.dumps({key: provenance[key] for key in ("losses", "steps", "seconds", "unet_forwards", "unet_backwards")}),
+        "run": json.dumps({key: provenance[key] for key in RUN_FIELDS}),
     }
     return meta
 
@@ -103,14 +110,85 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_edit(result: UnlearnResult, out: str | os.PathLike) -> Path:
+class OutputError(ValueError):
+    """An output path is unsafe or unwritable; the message says why and what to do. Raised before
+    any work, so nothing is trained or written for a path that would fail."""
+
+
+MODEL_MARKERS = ("model_index.json",)
+"""A folder holding one of these (or any folder above it) is a model: edits are not written into it
+unasked, where they could be mistaken for, or replace, the model's own files."""
+
+
+def _model_folder(path: Path) -> Path | None:
+    """The model folder `path` lies in, if any (diffusers pipeline folders, or a component folder
+    such as unet/ with its config.json next to its weights)."""
+    for folder in [path.parent, *path.parent.parents]:
+        if any((folder / marker).is_file() for marker in MODEL_MARKERS):
+            return folder
+    parent = path.parent
+    if (parent / "config.json").is_file() and any(parent.glob("diffusion_pytorch_model*")):
+        return parent
+    return None
+
+
+def _is_edit(file: Path) -> bool:
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
+
+
+def _check_writable(folder: Path) -> None:
+    """The folder (or its nearest existing parent, where it would be made) takes a new file."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise OutputError(f"cannot make the folder {folder}: {existing} is a file; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise OutputError(f"cannot write to {existing} ({e.strerror or e}); choose a folder you can write to") from None
+
+
+def check_edit_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check where save_edit(result, out) would write, before any training; returns the edit file.
+
+    Refused unless overwrite=True: an existing edit file or run record (a KSCU edit or not: a copy
+    of a model's weights looks just like one), and any path inside a model folder. Always refused:
+    a folder that cannot be written to, and an existing file as the output folder.
+    """
+    out = Path(out).expanduser()
+    if out.suffix != ".safetensors" and out.is_file():
+        raise OutputError(f"{out} is an existing file, not a folder; give a new folder or a path ending in .safetensors")
+    file = out if out.suffix == ".safetensors" else out / EDIT_FILE
+    if file.is_dir():
+        raise OutputError(f"{file} is a folder; give a path ending in .safetensors that is not a folder, or the folder to write {EDIT_FILE} into")
+    written = [file] if file == out else [file, out / RUN_FILE]
+    if not overwrite:
+        for path in written:
+            if path.exists():
+                what = "an earlier KSCU edit" if path.suffix != ".safetensors" or _is_edit(path) else "not a KSCU edit (it may be a model's weights)"
+                raise OutputError(f"{path} already exists and is {what}; choose a new path, or overwrite it on purpose "
+                                  "(--force on the command line, overwrite=True in Python)")
+        model_folder = _model_folder(file)
+        if model_folder is not None:
+            raise OutputError(f"{file} lies inside the model folder {model_folder}; write edits outside model folders, "
+                              "or on purpose with --force / overwrite=True")
+    _check_writable(file.parent)
+    return file
+
+
+def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save an edit; returns the .safetensors file written.
 
     out ending in .safetensors: that one self-contained file. Otherwise a folder holding
     edit.safetensors and run.json (the same provenance, readable, with the loss curve).
+    The path is checked first (check_edit_output: nothing existing is replaced unless overwrite).
     """
     out = Path(out).expanduser()
-    file = out if out.suffix == ".safetensors" else out / EDIT_FILE
+    file = check_edit_output(out, overwrite)
     file.parent.mkdir(parents=True, exist_ok=True)
     provenance = _provenance(result)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in result.params.items()}
@@ -118,6 +196,32 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike) -> Path:
         _atomic_write(out / RUN_FILE, lambda tmp: tmp.write_text(json.dumps({"edit": EDIT_FILE, **provenance}, indent=2)))
     _atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=_metadata(provenance)))
     return file
+
+
+def fallback_dir() -> Path:
+    """Where an edit goes when its own path fails after training: the user's cache folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kscu" / "unsaved-edits"
+
+
+@dataclass(frozen=True)
+class SavedEdit:
+    """Where an edit was written, and why not where it was asked to go (None if it was)."""
+
+    path: Path
+    failure: str | None = None
+
+
+def save_edit_or_keep(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = False) -> SavedEdit:
+    """save_edit, and if that fails (disk full, permissions changed during training) the edit in
+    fallback_dir() instead, so that a finished training is never lost; raises only if both fail."""
+    try:
+        return SavedEdit(save_edit(result, out, overwrite))
+    except (OSError, OutputError) as error:
+        reason = str(error) if isinstance(error, OutputError) else f"{error.strerror or error}"
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        slug = "".join(c if c.isalnum() else "-" for c in result.config.concept.lower())[:40].strip("-") or "concept"
+        fallback = fallback_dir() / f"{stamp}-{slug}-{result.config.method}-{uuid.uuid4().hex[:6]}.safetensors"
+        return SavedEdit(save_edit(result, fallback), failure=f"could not save the edit to {out}: {reason}")
 
 
 def load_edit(path: str | os.PathLike) -> UnlearnResult:
@@ -156,6 +260,8 @@ def load_edit(path: str | os.PathLike) -> UnlearnResult:
         seconds=run.get("seconds", 0.0),
         unet_forwards=run.get("unet_forwards", 0),
         unet_backwards=run.get("unet_backwards", 0),
+        warnings=run.get("warnings", []),
+        sanity=SanityReport.from_dict(run["sanity"]) if run.get("sanity") else None,
     )
 
 
@@ -177,17 +283,22 @@ def check_compatible(result: UnlearnResult, model: LoadedModel) -> str | None:
     return None
 
 
-def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os.PathLike) -> Path:
+def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a full diffusers StableDiffusionPipeline folder with the edited UNet (safetensors only,
     in the model's dtype), plus kscu_edit.json (the edit's provenance and the model it was applied
     to); demo models keep their classifier/ so load_model still sees a demo model.
 
-    Written to a temporary folder, then renamed into place. An existing out_dir is replaced only
-    if it is an earlier export (has kscu_edit.json) or empty, so no unrelated folder is deleted.
+    Written to a temporary folder, then renamed into place. An existing out_dir is used only if it
+    is empty, or with overwrite=True if it is an earlier export (has kscu_edit.json): no unrelated
+    folder is ever deleted, and no earlier export unasked.
     """
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / PROVENANCE_FILE).is_file())):
-        raise ValueError(f"{out_dir} already exists and is not an earlier KSCU export; choose a new or empty folder")
+        raise OutputError(f"{out_dir} already exists and is not an earlier KSCU export; choose a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputError(f"{out_dir} holds an earlier KSCU export; choose a new folder, or replace it on purpose "
+                          "(--force on the command line, overwrite=True in Python)")
+    _check_writable(out_dir.parent)
     warning = check_compatible(result, model)
     pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)},
                                    requires_safety_checker=model.pipe.config.get("requires_safety_checker", False))

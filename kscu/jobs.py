@@ -29,6 +29,7 @@ from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler
 from kscu.trainer import Progress, UnlearnCancelled, unlearn
+from kscu.validation import check_config
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,9 @@ class Job:
         except (JobCancelled, UnlearnCancelled) as exc:
             end = {"state": "cancelled", "message": str(exc) or "cancelled", "eta": None}
         except Exception as exc:
-            lines = str(exc).strip().splitlines()
-            error = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            first = (str(exc).strip().splitlines() or [""])[0]
+            # kscu's ValueErrors (a diverged run, a bad file) are written for the user: no class name
+            error = first if first and isinstance(exc, ValueError) else f"{type(exc).__name__}: {first}".rstrip(": ")
             log.error("job %s (%s) failed: %s", self.id, self.name, traceback.format_exc())
             end = {"state": "failed", "message": error, "error": error, "traceback": traceback.format_exc(), "eta": None}
         else:
@@ -186,6 +188,9 @@ class JobRunner:
         with self._lock:
             busy = self._active or (self._pending[0][0] if self._pending else None)
             if busy is not None and not self.queue:
+                if busy.cancel_requested:
+                    raise JobBusy(f"{busy.name!r} is still stopping after the cancel (it stops at its next iteration); "
+                                  "start again once it shows Cancelled")
                 raise JobBusy(f"{busy.name!r} is already running ({busy.progress:.0%} done); wait for it or cancel it")
             job = Job(name)
             self._jobs[job.id] = job
@@ -254,7 +259,7 @@ def start_unlearning(
     training iterations cost for n <= 4, so about 10-20% extra at preview_every=50; keep n small.
     Cancelling stops at the next iteration (state "cancelled"); the base model is never modified.
     """
-    cfg = config.resolve(model.family)  # bad settings fail here, in the caller, not in the thread
+    cfg = check_config(config, model).config  # bad settings fail here, in the caller, not in the thread
     prompts = list(preview_prompts or [])
     seeds = list(preview_seeds) if preview_seeds is not None else list(range(len(prompts)))
     if len(seeds) != len(prompts):

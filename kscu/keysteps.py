@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from kscu.validation import ConfigError
+
 CONCEPT_KINDS = ("nudity", "object", "style", "instance")
 PASSES_PER_SHIFT = 8
 """After this many full passes over the window, its start moves one step later."""
@@ -67,7 +69,7 @@ PAPER_PRESETS: dict[str, Preset] = {
     "style": Preset(500, 24, "xattn", 1e-5),
     "instance": Preset(200, 40, "xattn", 1e-5),
 }
-"""The authors' SD1.4 defaults (KSCU_METHOD.md)."""
+"""The authors' SD1.4 defaults (arXiv 2507.06526)."""
 
 PRESETS: dict[str, dict[str, Preset]] = {
     "sd1": PAPER_PRESETS,
@@ -92,7 +94,7 @@ ESD_ITERATIONS = {"sd1": 1000, "demo": 250}
 def preset_for(family: str, kind: str) -> Preset:
     presets = PRESETS.get(family, PAPER_PRESETS)
     if kind not in presets:
-        raise ValueError(f"unknown concept kind {kind!r}; choose one of {', '.join(presets)}")
+        raise ConfigError("kind", f"{kind!r} is unknown on this model; choose one of {', '.join(presets)}")
     return presets[kind]
 
 

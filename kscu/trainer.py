@@ -1,4 +1,4 @@
-"""One trainer for KSCU and ESD (KSCU_METHOD.md, names as there).
+"""One trainer for KSCU and ESD (arXiv 2507.06526; symbols named as in the paper).
 
 Per iteration i: k = table[i]; x_k from the model being tuned (trajectory reuse: advance the
 previous trajectory one DDIM step when table[i] = table[i-1] + 1); frozen targets
@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,9 +24,12 @@ import torch.nn.functional as F
 
 from kscu.concepts import ConceptPair, augment_prompt, concept_pairs, preserve_prompts
 from kscu.config import UnlearnConfig
+from kscu.divergence import DivergenceGuard
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler, encode_prompts
+from kscu.sanity import SanityReport, sanity_check
+from kscu.validation import ConfigWarning, check_config
 
 AUGMENT_SHARE = 0.05
 """Prompt augmentation runs during this last share of iterations."""
@@ -66,6 +70,10 @@ class UnlearnResult:
     seconds: float = 0.0
     unet_forwards: int = 0
     unet_backwards: int = 0
+    warnings: list[str] = field(default_factory=list)
+    """What the settings check found worth saying but not worth refusing (e.g. a cut-off concept)."""
+    sanity: SanityReport | None = None
+    """The check after training (kscu.sanity): did the model survive on prompts without the concept?"""
 
     def apply(self, model: LoadedModel):
         """A copy of the base UNet with this edit applied (the base stays as it was)."""
@@ -133,8 +141,15 @@ def unlearn(
     on_progress: Callable[[Progress, torch.nn.Module], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> UnlearnResult:
-    """Run KSCU (or ESD) and return the edit. Deterministic given config.seed."""
-    cfg = config.resolve(model.family)
+    """Run KSCU (or ESD) and return the edit. Deterministic given config.seed.
+
+    The settings are checked first (kscu.validation: ConfigError names the wrong one). A run that
+    diverges stops with UnlearnDiverged (kscu.divergence); a finished one carries a sanity check.
+    """
+    checked = check_config(config, model)
+    cfg = checked.config
+    for warning in checked.warnings:
+        warnings.warn(warning, ConfigWarning, stacklevel=2)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     sampler = Sampler(model, cfg.num_steps, cfg.guidance)
@@ -161,13 +176,15 @@ def unlearn(
         if name in names:
             params.append(p)
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    trained = {name: p for name, p in tuned.named_parameters() if name in names}
+    guard = DivergenceGuard({name: p for name, p in frozen.named_parameters() if name in names}, cfg.lr)
     # fp16 gradients of an MSE over a whole latent are tiny per element and underflow without
     # loss scaling (measured on a GPU: 2 % of them exactly zero, the edit 28 % off the float32
     # one; with scaling 3 %: scripts/cuda_precision.py). bf16 has float32's range and needs none.
     # A step whose scaled gradients overflow is skipped and the scale lowered, as GradScaler does.
     scaler = torch.amp.GradScaler("cuda", enabled=model.half_on_cuda and model.dtype == torch.float16)
     augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
-    result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family)
+    result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family, warnings=list(checked.warnings))
     start = time.time()
     previous: tuple[int, torch.Tensor] | None = None
     pair, trajectory = pairs[0], 0
@@ -215,11 +232,14 @@ def unlearn(
         scaler.step(optimizer)
         scaler.update()
         result.unet_backwards += 1
-        result.losses.append(loss.item())
+        loss_value = loss.item()
+        guard.check(i + 1, loss_value, trained, last=i + 1 == len(table))
+        result.losses.append(loss_value)
         result.steps.append(k)
         if on_progress is not None:
-            on_progress(Progress(i + 1, cfg.iterations, k, loss.item(), time.time() - start), tuned)
+            on_progress(Progress(i + 1, cfg.iterations, k, loss_value, time.time() - start), tuned)
 
     result.seconds = time.time() - start
+    result.sanity = sanity_check(model, tuned, cfg.concept, cfg.guidance, cfg.seed)
     result.params = {n: p.detach().float().cpu().clone() for n, p in tuned.named_parameters() if n in names}
     return result

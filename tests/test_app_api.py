@@ -8,6 +8,7 @@ does that). Iterations and test-set sizes are kept small for speed.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,10 +17,12 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import running_workbench
+from conftest import HANG_GUARD_SECONDS, running_workbench
+
+pytestmark = pytest.mark.slow  # starts the app and runs real jobs through it
 
 ITERATIONS = 20
-POLL_LIMIT_SECONDS = 600
+POLL_LIMIT_SECONDS = HANG_GUARD_SECONDS
 ENDPOINTS = {
     "/quick_erase", "/quick_erase_status", "/cancel_quick_erase", "/load_model", "/analyze", "/analysis_status", "/cancel_analysis",
     "/key_steps", "/start_unlearning", "/unlearn_status", "/cancel_unlearning", "/compare", "/compare_status", "/cancel_compare",
@@ -82,9 +85,8 @@ def test_key_steps_summarise_the_table(client):
 
 
 def test_unlearning_runs_in_the_background_with_live_progress(client):
-    begin = time.time()
     started = client.predict(*unlearn_args(), api_name="/start_unlearning")
-    assert time.time() - begin < 30, "Start must return at once; the training runs in the background"
+    assert "<b>Waiting</b>" in started[0] or "<b>Running</b>" in started[0], "Start returns at once; the training runs in the background"
     assert "unlearn &#x27;striped&#x27; (kscu, 20 iterations)" in started[0]
 
     progress, loss, heading, gallery, summary, record, timer = finished(client, "/unlearn_status")
@@ -148,7 +150,11 @@ def test_quick_erase_runs_the_preset_path_in_one_call(client):
 
 @pytest.mark.parametrize("api_name, args, message", [
     ("/start_unlearning", ("",) + unlearn_args()[1:], "Type or choose the concept"),
-    ("/start_unlearning", ("a cat",) + unlearn_args()[1:2] + ("kscu", 20, 3e-4, "xattn", "", "", 0, 50, 40, 30, 2), "start step 40 must lie in"),
+    ("/start_unlearning", ("a cat",) + unlearn_args()[1:2] + ("kscu", 20, 3e-4, "xattn", "", "", 0, 50, 40, 30, 2), "window start 40 is not before its end 30"),
+    ("/start_unlearning", ("striped", "style", "kscu", 20, 0, "xattn", "", "", 0, 50, 24, 50, 2), "learning rate (lr): 0 is out of range"),
+    ("/start_unlearning", ("striped", "style", "kscu", 20, -0.001, "xattn", "", "", 0, 50, 24, 50, 2), "learning rate (lr): -0.001 is out of range"),
+    ("/start_unlearning", ("striped", "style", "kscu", 20, 1e3, "xattn", "", "", 0, 50, 24, 50, 2), "at most 0.01"),
+    ("/start_unlearning", ("striped", "style", "kscu", 0, 3e-4, "xattn", "", "", 0, 50, 24, 50, 2), "iterations: 0 is not 'use the preset'"),
     ("/analyze", (["a cat"], "auto", ["gap"], 10, 2, ""), "Choose the kind of 'a cat'"),
     ("/compare", (["kscu"], "", "one, two", True, 10, 12), "Seeds must be whole numbers"),
     ("/load_model", ("Hugging Face hub id", "owner/model", "auto"), "runs offline"),
@@ -159,6 +165,29 @@ def test_mistakes_come_back_as_messages_not_tracebacks(client, api_name, args, m
         client.predict(*args, api_name=api_name)
     assert message in str(error.value)
     assert "Traceback" not in str(error.value)
+    if api_name == "/start_unlearning":  # refused before a job started: the last run is still the one shown
+        assert "<b>Running</b>" not in client.predict(api_name="/unlearn_status")[0]
+
+
+def test_a_bad_upload_is_named_by_its_file_name_not_the_servers_path(client, tmp_path):
+    junk = tmp_path / "my-edit.safetensors"
+    junk.write_bytes(b"this is not a safetensors file")
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(junk)), api_name="/load_edit")
+    text = str(error.value)
+    assert "my-edit.safetensors is not a valid .safetensors file" in text
+    assert tempfile.gettempdir() not in text and "gradio" not in text
+
+
+def test_starting_again_right_after_a_cancel_never_says_cancel_it(client):
+    client.predict(*unlearn_args(iterations=100_000), api_name="/start_unlearning")
+    client.predict(api_name="/cancel_unlearning")
+    try:  # the run may already have stopped (then this starts a new one) or still be stopping
+        client.predict(*unlearn_args(iterations=100_000), api_name="/start_unlearning")
+    except AppError as error:
+        assert "still stopping after the cancel" in str(error) and "cancel it" not in str(error)
+    client.predict(api_name="/cancel_unlearning")
+    assert "<b>Cancelled</b>" in finished(client, "/unlearn_status")[0]
 
 
 # --- The event functions are plain Python: a few checks without a server ---

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import HANG_GUARD_SECONDS, REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -16,14 +16,15 @@ from kscu.config import UnlearnConfig  # noqa: E402
 from kscu.evaluation import evaluate_edit  # noqa: E402
 from kscu.trainer import unlearn  # noqa: E402
 
-DEMO_SCRIPTS = ["kscu_vs_esd", "window_ablation", "influence_cost", "end_to_end", "preset_sweep"]
+DEMO_SCRIPTS = ["kscu_vs_esd", "window_ablation", "influence_cost", "end_to_end", "preset_sweep", "soak", "safety_checks"]
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEMO_SCRIPTS + ["sd14_scale"])
 def test_script_runs_and_writes_its_results(name, micro_demo_dir, tmp_path):
     args = ["--out", str(tmp_path)] + ([] if name == "sd14_scale" else ["--model", str(micro_demo_dir)])

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, running_workbench
+from conftest import HANG_GUARD_SECONDS, REPO, running_workbench
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "artifacts" / "screenshots"
-JOB_TIMEOUT_MS = 15 * 60 * 1000
-"""Generous: on a busy 2-core machine a short job can take minutes."""
+JOB_TIMEOUT_MS = HANG_GUARD_SECONDS * 1000
+"""Every wait in the browser: a hang guard only (on a busy 2-core machine a short job can take minutes)."""
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (make test installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (make test installs it)")]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def page(workbench_model_dir, tmp_path_factory):
             )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
-            page.get_by_text("KSCU Workbench").first.wait_for(timeout=60_000)
+            page.get_by_text("KSCU Workbench").first.wait_for(timeout=JOB_TIMEOUT_MS)
             yield page
             browser.close()
 
@@ -67,11 +68,11 @@ def test_quick_erase_in_five_clicks(page):
     shot(page, "02-quick-erase-chosen")
 
     page.get_by_role("button", name="Erase", exact=True).click()  # click 3
-    page.locator("#quick-progress .kscu-progress.running").wait_for(timeout=120_000)
+    page.locator("#quick-progress .kscu-progress.running").wait_for(timeout=JOB_TIMEOUT_MS)
     shot(page, "03-quick-erase-running")
     page.locator("#quick-progress .kscu-progress.done").wait_for(timeout=JOB_TIMEOUT_MS)
     for image in ("quick-before", "quick-after"):
-        sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=30_000)
+        sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=JOB_TIMEOUT_MS)
         box = page.locator(f"#{image} img").bounding_box()
         assert box["width"] >= 300, f"{image} is {box['width']:.0f} px wide: too small to judge"
     sync_api.expect(page.locator("#quick-metrics")).to_contain_text("UA")
@@ -87,12 +88,12 @@ def test_every_tab_shows_its_stage(page):
     page.get_by_role("tab", name="Analyze").click()
     page.get_by_label("causal (slower, needs a detector)").uncheck()  # the gap curve is enough here, and fast
     run_job(page, "analyze-progress", "Analyze")
-    sync_api.expect(page.get_by_text("suggested S =").first).to_be_visible(timeout=30_000)
+    sync_api.expect(page.get_by_text("suggested S =").first).to_be_visible(timeout=JOB_TIMEOUT_MS)
     shot(page, "06-analyze")
 
     page.get_by_role("tab", name="Key steps").click()
     page.get_by_role("button", name="Use S from the analysis").click()
-    sync_api.expect(page.locator("#keysteps-plot img")).to_be_visible(timeout=60_000)
+    sync_api.expect(page.locator("#keysteps-plot img")).to_be_visible(timeout=JOB_TIMEOUT_MS)
     shot(page, "07-key-steps")
     page.get_by_role("button", name="Use this window in Unlearn").click()  # switches to Unlearn
 
@@ -103,19 +104,19 @@ def test_every_tab_shows_its_stage(page):
     iterations.fill("10")
     iterations.press("Tab")
     run_job(page, "unlearn-progress", "Start")
-    sync_api.expect(page.get_by_text("last KSCU edit (current)")).to_be_visible(timeout=30_000)
-    sync_api.expect(page.locator("#unlearn-loss img")).to_be_visible(timeout=30_000)
+    sync_api.expect(page.get_by_text("last KSCU edit (current)")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    sync_api.expect(page.locator("#unlearn-loss img")).to_be_visible(timeout=JOB_TIMEOUT_MS)
     shot(page, "08-unlearn")
 
     page.get_by_role("tab", name="Compare").click()
     page.get_by_label("Measure UA / IRA / CRA (demo model)").uncheck()
     run_job(page, "compare-progress", "Compare")
     for image in ("compare-before", "compare-after"):
-        sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=30_000)
+        sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=JOB_TIMEOUT_MS)
     shot(page, "09-compare")
 
     page.get_by_role("tab", name="Export").click()
     page.get_by_role("button", name="Save edit file").click()
-    sync_api.expect(page.locator("#export-edit-file")).to_contain_text("kscu-striped-kscu", timeout=60_000)
+    sync_api.expect(page.locator("#export-edit-file")).to_contain_text("kscu-striped-kscu", timeout=JOB_TIMEOUT_MS)
     shot(page, "10-export")
 

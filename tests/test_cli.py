@@ -3,13 +3,16 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+
+from conftest import HANG_GUARD_SECONDS, REPO
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kscu", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "kscu", *args], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
 
 
+@pytest.mark.slow
 def test_unlearn_evaluate_generate_export_on_a_micro_model(micro_demo_dir, tmp_path):
     model = str(micro_demo_dir)
     out = tmp_path / "striped"

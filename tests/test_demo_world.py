@@ -64,6 +64,7 @@ def test_shipped_pipeline_loads_offline_with_diffusers_and_generates_64px():
     assert ".bin" not in files and ".ckpt" not in files  # safetensors only
 
 
+@pytest.mark.slow
 def test_training_script_runs_a_micro_config_and_resumes(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     command = [sys.executable, "-m", "kscu.demo.train", "--micro", "--work", str(work), "--out", str(out)]
@@ -89,6 +90,7 @@ def test_training_script_runs_a_micro_config_and_resumes(tmp_path):
     assert failed.returncode != 0 and "before --continue-from 12" in failed.stderr
 
 
+@pytest.mark.slow
 def test_training_continues_from_an_exported_model_without_its_work_folder(micro_demo_dir, tmp_path):
     """--init-from: how the shipped model is trained on where its work folder is absent (a GPU machine)."""
     work, out = tmp_path / "work", tmp_path / "out"

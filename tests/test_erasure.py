@@ -19,6 +19,8 @@ import pytest
 
 from test_cli import run_cli
 
+pytestmark = pytest.mark.slow  # trains the full preset and evaluates 220 prompts twice
+
 MAX_CRA_CHANGE = 0.08
 """Each CRA may move by at most this much (the issue's criterion)."""
 MAX_IRA_DROP = 0.08

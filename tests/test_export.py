@@ -36,6 +36,7 @@ def assert_same_edit(a, b):
     assert a.config == b.config
     assert (a.losses, a.steps, a.seconds, a.unet_forwards, a.unet_backwards) == (b.losses, b.steps, b.seconds, b.unet_forwards, b.unet_backwards)
     assert (a.base_source, a.base_hash, a.family) == (b.base_source, b.base_hash, b.family)
+    assert (a.warnings, a.sanity) == (b.warnings, b.sanity) and a.sanity is not None
 
 
 def test_round_trip_through_a_file_and_a_folder(edit, tmp_path):
@@ -85,8 +86,10 @@ def test_the_exported_pipeline_loads_offline_and_gives_the_same_images(micro_dem
     provenance = json.loads((out / "kscu_edit.json").read_text())
     assert provenance["config"] == edit.config.to_dict() and provenance["base_hash"] == micro_demo.model_hash
     assert sorted(edit.params) == provenance["edit_tensors"]
-    # an earlier export is replaced; an unrelated folder never is
-    assert export_pipeline(micro_demo, edit, out) == out and (out / "model_index.json").is_file()
+    # an earlier export is replaced only when asked; an unrelated folder never is
+    with pytest.raises(ValueError, match="holds an earlier KSCU export.*overwrite=True"):
+        export_pipeline(micro_demo, edit, out)
+    assert export_pipeline(micro_demo, edit, out, overwrite=True) == out and (out / "model_index.json").is_file()
     unrelated = tmp_path / "photos"
     unrelated.mkdir()
     (unrelated / "holiday.jpg").write_bytes(b"x")
@@ -137,7 +140,7 @@ def test_a_failed_save_leaves_no_partial_file_and_keeps_the_old_one(edit, tmp_pa
 
     monkeypatch.setattr(export, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
-        save_edit(edit, target)
+        save_edit(edit, target, overwrite=True)
     with pytest.raises(OSError, match="disk full"):
         save_edit(edit, tmp_path / "new.safetensors")
     assert target.read_bytes() == before and not (tmp_path / "new.safetensors").exists()

@@ -5,6 +5,9 @@ import functools
 import html
 import logging
 import math
+import re
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -37,12 +40,28 @@ def friendly(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except EXPECTED_ERRORS as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(hide_server_paths(str(exc)), print_exception=False) from None
         except Exception as exc:
             log.exception("unexpected error in %s", getattr(fn, "__name__", fn))
-            raise gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). The details are in the console log.", print_exception=False) from None
+            raise gr.Error(hide_server_paths(f"Unexpected error ({type(exc).__name__}: {exc}). The details are in the console log."),
+                           print_exception=False) from None
 
     return wrapper
+
+
+_SERVER_PATH = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^\s'\"()<>,;]+")
+"""A path in the server's temporary folder: gradio's upload cache and the workbench's downloads."""
+
+
+def hide_server_paths(text: str) -> str:
+    """The message with every server temp path shortened to its file name: a visitor needs to know
+    which file, not where the server keeps its uploads (the hash folders of gradio's cache)."""
+    def file_name(match: re.Match) -> str:
+        path = match.group(0)
+        trimmed = path.rstrip(".:")  # a sentence's punctuation after a path is not part of it
+        return Path(trimmed).name + path[len(trimmed):]
+
+    return _SERVER_PATH.sub(file_name, text)
 
 
 def kinds_for(family: str | None) -> list[str]:
@@ -114,7 +133,7 @@ def progress_html(snap: dict | None, idle: str = "Not started yet.") -> str:
         parts.append(f"about {duration(eta)} left" if eta is not None and math.isfinite(eta) else "estimating the time left")
     if snap["cancel_requested"] and state in ("queued", "running"):
         parts.append("stopping…")
-    message = snap["error"] if state == "failed" else snap["message"]
+    message = hide_server_paths(snap["error"] if state == "failed" else snap["message"])
     message = "" if message in ("queued", "running") else message  # the head already says so
     return (
         f'<div class="kscu-progress {state}" data-job="{snap["id"]}">'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 import zipfile
 from functools import partial
@@ -23,7 +24,8 @@ def metadata(result: UnlearnResult) -> dict:
     return {"concept": result.config.concept, "kind": result.config.kind, "method": result.config.method,
             "base_model": result.base_source, "base_hash": result.base_hash, "family": result.family,
             "seconds": round(result.seconds, 1), "tensors": len(result.params),
-            "unet_forwards": result.unet_forwards, "unet_backwards": result.unet_backwards, "config": result.config.to_dict()}
+            "unet_forwards": result.unet_forwards, "unet_backwards": result.unet_backwards,
+            "sanity": result.sanity.to_dict() if result.sanity is not None else None, "config": result.config.to_dict()}
 
 
 def _stem(result: UnlearnResult) -> str:
@@ -31,8 +33,16 @@ def _stem(result: UnlearnResult) -> str:
     return f"kscu-{slug}-{result.config.method}"
 
 
+KEEP_DOWNLOADS = 4
+"""Download folders kept; older ones are removed when a new one is made (an SD1.x export is 2-4 GB)."""
+
+
 def _fresh_dir(state: WorkbenchState) -> Path:
-    """One folder per download, so a second export never overwrites a file being downloaded."""
+    """One folder per download, so a second export never overwrites a file being downloaded; the
+    oldest beyond KEEP_DOWNLOADS go (a download already under way keeps reading its open file)."""
+    folders = sorted((p for p in state.files_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - KEEP_DOWNLOADS + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
     folder = state.files_dir / uuid.uuid4().hex[:8]
     folder.mkdir(parents=True)
     return folder

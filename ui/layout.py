@@ -49,9 +49,17 @@ def use_window(kind: str, num_steps: float, start: float, end: float, iterations
             gr.Slider(value=end, maximum=int(num_steps), interactive=True), gr.Tabs(selected="unlearn"))
 
 
+CACHE_CLEANUP = (60, 180)
+"""gradio's delete_cache (every, older than; seconds): every image and plot a job shows is a file
+in gradio's cache, about 40 per job, and without this they pile up until the server stops
+(benchmarks/soak.py). The price: a download button on a result older than three minutes finds
+its file gone; a reloaded page asks for the current results again, and Export writes its own files.
+"""
+
+
 def build_app(state: WorkbenchState) -> gr.Blocks:
     """The Blocks app over one shared state (theme and CSS go to launch(), as Gradio 6 wants)."""
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         header = gr.Markdown(model_tab.header(state))
         with gr.Tabs() as tabs:

@@ -18,9 +18,10 @@ from kscu.grids import comparison_grids
 from kscu.jobs import Job, JobCancelled
 from kscu.models import LoadedModel
 from kscu.trainer import unlearn
+from kscu.validation import check_config
 from ui.common import (POLL_SECONDS, cancel_job, clean_concept, concept_choices, duration, friendly, image_panel, kind_of, kinds_for, progress_html,
                        resolve_kind, timer_state)
-from ui.results import grid_image, metrics_table, needs_blur, reading
+from ui.results import grid_image, metrics_table, needs_blur, reading, sanity_sentence
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
 from ui.state import QuickSettings, WorkbenchState
 
@@ -83,7 +84,10 @@ def erase(state: WorkbenchState, concept: str | None, kind: str | None) -> tuple
     model = state.require_model()
     concept = clean_concept(concept)
     kind = resolve_kind(concept, kind, model.family)
-    config = UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations).resolve(model.family)
+    checked = check_config(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations), model)
+    for warning in checked.warnings:
+        gr.Warning(warning)
+    config = checked.config
     job = state.submit(PURPOSE, f"erase {concept!r} ({kind}, KSCU preset, {config.iterations} iterations)", partial(_work, state, model, config))
     return progress_html(job.snapshot()), gr.Timer(active=True), None, None, gr.Dataframe(visible=False), ""
 
@@ -100,6 +104,8 @@ def status(state: WorkbenchState) -> tuple:
     cfg = result.config
     text = [f"**Done in {duration(snap['elapsed'])}.** Erased *{cfg.concept}* ({cfg.kind}) with KSCU: {cfg.iterations} iterations "
             f"on steps {cfg.start_step}–{cfg.end_step - 1} of {cfg.num_steps}, learning rate {cfg.lr:g}, {cfg.params} parameters."]
+    if result.sanity is not None:
+        text.append(sanity_sentence(result.sanity))
     if report is not None:
         text.append(reading(report))
         text.append(f"Measured on {report.n_erase} + {report.n_retain} prompts; the Compare tab measures on more.")

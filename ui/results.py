@@ -10,6 +10,7 @@ from PIL import Image
 
 from kscu.evaluation import DETECTED_BEFORE, ERASED_AFTER, MAX_RETENTION_DROP, EvalReport, metric_rows, verdict
 from kscu.grids import MIN_CELL, blur, image_grid
+from kscu.sanity import SanityReport
 
 BLUR_SHARE = 1 / 12
 """Blur radius as a share of the image width: shapes stay visible, details do not."""
@@ -81,3 +82,18 @@ def reading(report: EvalReport, label: str = "") -> str:
         f"{_percent(b['ira'])} → {_percent(a['ira'])} of their images; {kinds}: {_percent(other_before)} → "
         f"{_percent(other_after)} on average. {mark} the acceptance criteria{why}."
     )
+
+
+def sanity_cell(sanity: SanityReport | None) -> str:
+    """The post-training sanity check in a table cell."""
+    if sanity is None:
+        return "–"
+    return f"{'✅ passed' if sanity.passed else '⚠️ FAILED'}: {sanity.change:.0%} change (limit {sanity.limit:.0%})"
+
+
+def sanity_sentence(sanity: SanityReport | None) -> str:
+    """The sanity check as a sentence for a verdict, loud when it failed."""
+    if sanity is None:
+        return ""
+    text = sanity.message[0].upper() + sanity.message[1:] + "."
+    return text if sanity.passed else f"⚠️ **{text}**"

@@ -10,11 +10,11 @@ from kscu.config import UnlearnConfig
 from kscu.demo.world import ATTRIBUTES, attribute_of
 from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
-from kscu.keysteps import key_step_table
+from kscu.validation import check_config
 from kscu.plots import loss_figure
 from ui.common import (POLL_SECONDS, cancel_job, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
                        resolve_kind, timer_state, upscale)
-from ui.results import BLUR_SHARE, needs_blur
+from ui.results import BLUR_SHARE, needs_blur, sanity_cell
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
 from ui.state import METHOD_NAMES, WorkbenchState
 
@@ -58,14 +58,16 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     """Start unlearning in the background (kscu.jobs.start_unlearning) with live previews."""
     model = state.require_model()
     concept = clean_concept(concept)
-    config = UnlearnConfig(
-        concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=int(iterations or 0) or None,
-        start_step=int(start_step), end_step=int(end_step), num_steps=int(num_steps), lr=float(lr or 0) or None,
-        params=params or None, anchor=(anchor or "").strip(), seed=int(seed or 0),  # the field shows the preset's
+    config = UnlearnConfig(  # an empty number field means "the preset's"; anything typed, 0 included, is checked as typed
+        concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=_number(iterations, int),
+        start_step=_number(start_step, int), end_step=_number(end_step, int), num_steps=_number(num_steps, int), lr=_number(lr, float),
+        params=params or None, anchor=(anchor or "").strip(), seed=_number(seed, int) or 0,  # the field shows the preset's
         preserve=tuple((keep or "").split(",")),  # the field shows the preset's list: empty means none
-    ).resolve(model.family)
-    if config.method == "kscu":
-        key_step_table(1, config.start_step, config.num_steps, config.end_step)  # a bad window fails here, not in the job
+    )
+    checked = check_config(config, model)
+    for warning in checked.warnings:
+        gr.Warning(warning)
+    config = checked.config
     words = [concept] + neighbours(model, concept)[:1]
     rows = grid_prompts(model, concept, words[1:])
     prompts = [p for p in rows for _ in PREVIEW_SEEDS]
@@ -76,6 +78,11 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
     state.job_info[job.id] = {"config": config, "captions": captions}
     return progress_html(job.snapshot()), gr.Timer(active=True)
+
+
+def _number(value: float | None, kind: type) -> int | float | None:
+    """A Number field's value as `kind`; None (an emptied field) stays None."""
+    return None if value is None else kind(value)
 
 
 def _final_loss(losses: list[float]) -> str:
@@ -96,7 +103,8 @@ def edits_summary(state: WorkbenchState) -> str:
             "kept (preservation term)": lambda r: ", ".join(r.config.preserve) or "none",
             "time": lambda r: duration(r.seconds),
             "UNet forward / backward passes": lambda r: f"{r.unet_forwards:,} / {r.unet_backwards:,}",
-            "final loss (mean of last 10%)": lambda r: _final_loss(r.losses)}
+            "final loss (mean of last 10%)": lambda r: _final_loss(r.losses),
+            "sanity check (other prompts)": lambda r: sanity_cell(r.sanity)}
     head = "| | " + " | ".join(f"last {METHOD_NAMES[m]} edit" + (" (current)" if m == state.current else "") for m in methods) + " |"
     lines = [head, "|---" * (len(methods) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(value(state.results[m]) for m in methods) + " |" for name, value in rows.items()]
@@ -144,7 +152,7 @@ def build(state: WorkbenchState) -> dict:
             method = gr.Radio(METHODS, value="kscu", label="Method", info="ESD ignores the window and samples every step.")
             with gr.Accordion("Advanced settings (the preset's values are filled in)", open=False):
                 with gr.Row():
-                    iterations = gr.Number(initial.iterations, precision=0, minimum=1, label="Iterations", info="One Adam step each.")
+                    iterations = gr.Number(initial.iterations, precision=0, label="Iterations", info="One Adam step each.")
                     lr = gr.Number(initial.lr, label="Learning rate", info="The demo model: 1.5e-4 (style) to 3e-4; SD1.x uses 1e-5.")
                 params = gr.Radio(PARAM_LABELS, value=initial.params, label="Parameters trained",
                                   info="Styles: cross-attention; objects and nudity on SD1.x: the rest (the paper's choice).")

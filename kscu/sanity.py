@@ -1,0 +1,97 @@
+"""A cheap check after training: does the edited model still work on prompts that do not name the
+erased concept?
+
+Why this measure: an edit is meant to change what the model does for one concept and little else,
+so on other prompts the edited UNet's noise prediction should stay close to the unedited one's.
+A destroyed model (weights driven far off by too large a learning rate) predicts something else
+entirely, which shows as a relative change near or above 1. The check needs no judge, so it works
+on any model, and it needs no image decoding: a few guided trajectories of the unedited model, then
+one conditional prediction of each UNet at a few of their latents.
+
+    change = mean over prompts p and probed steps k of ||eps_edit(x_k, p) - eps_base(x_k, p)|| / ||eps_base(x_k, p)||
+
+The edit is flagged when change > MAX_CHANGE. Measured on the demo model (README, "Safety checks"):
+the style preset's edit of "striped" 0.03; learning rate 1e-2, 40 iterations of the full UNet 0.9.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from kscu.demo.world import ATTRIBUTES, attribute_of
+from kscu.grids import demo_sentence
+from kscu.models import LoadedModel
+from kscu.sampling import Sampler, encode_prompts
+
+MAX_CHANGE = 0.5
+"""Largest mean relative change of the noise prediction on other prompts before an edit is flagged."""
+NUM_STEPS = 10
+"""DDIM steps of the unedited model's trajectories."""
+PROBED_STEPS = (2, 5, 8)
+"""Step indices of those trajectories where both UNets are compared (early, middle, late)."""
+GENERIC_PROMPTS = ("a photograph of a dog in a park", "a landscape with mountains and a lake", "a portrait of an old man",
+                   "a red car on a city street", "a bowl of fruit on a wooden table")
+"""Prompts for models outside the demo world; those that name the concept are left out."""
+PROMPT_COUNT = 4
+
+
+@dataclass(frozen=True)
+class SanityReport:
+    """How far the edit moved the model on prompts that do not name the concept."""
+
+    change: float
+    prompts: tuple[str, ...]
+    limit: float = MAX_CHANGE
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.change) and self.change <= self.limit
+
+    @property
+    def message(self) -> str:
+        measured = f"the noise prediction on {len(self.prompts)} prompts that do not name the concept changed by {self.change:.0%}"
+        if self.passed:
+            return f"sanity check passed: {measured} (limit {self.limit:.0%})"
+        return (f"sanity check FAILED: {measured} (limit {self.limit:.0%}): the edit has damaged the model beyond the concept; "
+                "lower the learning rate or the iterations and run again")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "prompts": list(self.prompts), "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SanityReport":
+        return cls(float(data["change"]), tuple(data["prompts"]), float(data.get("limit", MAX_CHANGE)))
+
+
+def neutral_prompts(model: LoadedModel, concept: str) -> list[str]:
+    """Prompts that must not change: on the demo model held-out sentences for the concept's
+    neighbours and for one value of every other attribute; elsewhere GENERIC_PROMPTS."""
+    concept = concept.strip().lower()
+    if model.family != "demo":
+        return [p for p in GENERIC_PROMPTS if concept not in p.lower()][:PROMPT_COUNT]
+    own = attribute_of(concept)
+    words = [v for v in ATTRIBUTES[own] if v != concept][:1] if own else []
+    words += [values[1] for attribute, values in ATTRIBUTES.items() if attribute != own]
+    return [demo_sentence(word, concept) for word in words][:PROMPT_COUNT]
+
+
+@torch.no_grad()
+def sanity_check(model: LoadedModel, edited_unet, concept: str, guidance: float = 3.0, seed: int = 0) -> SanityReport:
+    """Compare the edited UNet with the unedited one on neutral prompts (see the module docstring)."""
+    prompts = neutral_prompts(model, concept)
+    sampler = Sampler(model, NUM_STEPS, guidance)
+    cond = encode_prompts(model, prompts)
+    x = sampler.initial_latents([seed + i for i in range(len(prompts))])
+    ratios: list[float] = []
+    with model.autocast():
+        for k in range(max(PROBED_STEPS) + 1):
+            if k in PROBED_STEPS:
+                t = sampler.timesteps[k]
+                base = model.unet(x, t, encoder_hidden_states=cond).sample.float()
+                edited = edited_unet(x.to(next(edited_unet.parameters()).dtype), t, encoder_hidden_states=cond).sample.float()
+                per_prompt = (edited - base).flatten(1).norm(dim=1) / base.flatten(1).norm(dim=1).clamp_min(1e-8)
+                ratios += per_prompt.tolist()
+            x = sampler.step(model.unet, x, k, cond)
+    return SanityReport(sum(ratios) / len(ratios), tuple(prompts))
