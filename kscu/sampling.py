@@ -8,6 +8,7 @@ and the edited copy can be compared on the same seeds.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
@@ -20,11 +21,25 @@ PromptSchedule = Callable[[int], torch.Tensor]
 """Step index k -> conditional text embeddings to use at that step."""
 
 
+TOKENIZER_LOCK = threading.Lock()
+"""A fast tokenizer sets its padding and truncation state on every call, shared by all threads:
+two threads tokenizing at once (Quick erase trains while it draws the base images) can mix one
+call's padding with the other's and fail ("expected sequence of length 14 ... got 13", seen once in
+30 soak jobs). Every tokenizer call in kscu goes through this lock."""
+
+
+def token_count(model: LoadedModel, text: str) -> int:
+    """Tokens of `text` with the start and end tokens, untruncated."""
+    with TOKENIZER_LOCK:
+        return len(model.tokenizer(text, truncation=False, verbose=False).input_ids)
+
+
 def encode_prompts(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
     """Text embeddings (N, L, D) for prompts, padded to the tokenizer's length as SD does."""
-    tokens = model.tokenizer(
-        prompts, padding="max_length", max_length=model.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids.to(model.device)
+    with TOKENIZER_LOCK:
+        tokens = model.tokenizer(
+            prompts, padding="max_length", max_length=model.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(model.device)
     with torch.no_grad():
         return model.text_encoder(tokens)[0].to(model.dtype)
 

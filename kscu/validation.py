@@ -149,12 +149,13 @@ def length_warnings(config: "UnlearnConfig", model: "LoadedModel") -> list[str]:
     """A warning per text longer than the text encoder reads: SD1.x's CLIP keeps 77 tokens (75
     after its start and end tokens; the demo model 20) and silently drops the rest, so the edit
     would train on a cut concept."""
-    tokenizer = model.tokenizer
-    limit = tokenizer.model_max_length
+    from kscu.sampling import token_count
+
+    limit = model.tokenizer.model_max_length
     texts = [("concept", config.concept), ("anchor", config.anchor or "")] + [("preserve", p) for p in config.preserve or ()]
     warnings = []
     for name, text in texts:
-        count = len(tokenizer(text, truncation=False, verbose=False).input_ids)
+        count = token_count(model, text)
         if count > limit:
             warnings.append(f"{LABELS[name]} ({name}) is {count - 2} tokens long but the text encoder reads {limit - 2}: "
                             f"everything after about {limit - 2} tokens is cut off, so the edit learns a shortened text; shorten it")
