@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import uuid
@@ -198,6 +199,12 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = F
     return file
 
 
+def edit_stem(result: UnlearnResult) -> str:
+    """A file name stem that says what an edit is: kscu-<concept slug>-<method>."""
+    slug = re.sub(r"[^a-z0-9]+", "-", result.config.concept.lower())[:40].strip("-") or "concept"
+    return f"kscu-{slug}-{result.config.method}"
+
+
 def fallback_dir() -> Path:
     """Where an edit goes when its own path fails after training: the user's cache folder."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kscu" / "unsaved-edits"
@@ -219,8 +226,7 @@ def save_edit_or_keep(result: UnlearnResult, out: str | os.PathLike, overwrite: 
     except (OSError, OutputError) as error:
         reason = str(error) if isinstance(error, OutputError) else f"{error.strerror or error}"
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        slug = "".join(c if c.isalnum() else "-" for c in result.config.concept.lower())[:40].strip("-") or "concept"
-        fallback = fallback_dir() / f"{stamp}-{slug}-{result.config.method}-{uuid.uuid4().hex[:6]}.safetensors"
+        fallback = fallback_dir() / f"{stamp}-{edit_stem(result)}-{uuid.uuid4().hex[:6]}.safetensors"
         return SavedEdit(save_edit(result, fallback), failure=f"could not save the edit to {out}: {reason}")
 
 
@@ -293,11 +299,12 @@ def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os
     folder is ever deleted, and no earlier export unasked.
     """
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / PROVENANCE_FILE).is_file())):
-        raise OutputError(f"{out_dir} already exists and is not an earlier KSCU export; choose a new or empty folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputError(f"{out_dir} holds an earlier KSCU export; choose a new folder, or replace it on purpose "
-                          "(--force on the command line, overwrite=True in Python)")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not (out_dir / PROVENANCE_FILE).is_file():
+            raise OutputError(f"{out_dir} already exists and is not an earlier KSCU export; choose a new or empty folder")
+        if not overwrite:
+            raise OutputError(f"{out_dir} holds an earlier KSCU export; choose a new folder, or replace it on purpose "
+                              "(--force on the command line, overwrite=True in Python)")
     _check_writable(out_dir.parent)
     warning = check_compatible(result, model)
     pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)},

@@ -154,8 +154,12 @@ class Job:
             end = {"state": "cancelled", "message": str(exc) or "cancelled", "eta": None}
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
-            # kscu's ValueErrors (a diverged run, a bad file) are written for the user: no class name
-            error = first if first and isinstance(exc, ValueError) else f"{type(exc).__name__}: {first}".rstrip(": ")
+            if not first:
+                error = type(exc).__name__
+            elif isinstance(exc, ValueError):  # kscu's ValueErrors (a diverged run, a bad file) are written for the user
+                error = first
+            else:
+                error = f"{type(exc).__name__}: {first}"
             log.error("job %s (%s) failed: %s", self.id, self.name, traceback.format_exc())
             end = {"state": "failed", "message": error, "error": error, "traceback": traceback.format_exc(), "eta": None}
         else:

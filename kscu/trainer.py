@@ -170,13 +170,12 @@ def unlearn(
     frozen = model.unet
     tuned = copy.deepcopy(frozen).float()
     names = set(trainable_names(tuned, cfg.params))
-    params = []
+    trained = {}
     for name, p in tuned.named_parameters():
         p.requires_grad_(name in names)
         if name in names:
-            params.append(p)
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    trained = {name: p for name, p in tuned.named_parameters() if name in names}
+            trained[name] = p
+    optimizer = torch.optim.Adam(trained.values(), lr=cfg.lr)
     guard = DivergenceGuard({name: p for name, p in frozen.named_parameters() if name in names}, cfg.lr)
     # fp16 gradients of an MSE over a whole latent are tiny per element and underflow without
     # loss scaling (measured on a GPU: 2 % of them exactly zero, the edit 28 % off the float32
@@ -241,5 +240,5 @@ def unlearn(
 
     result.seconds = time.time() - start
     result.sanity = sanity_check(model, tuned, cfg.concept, cfg.guidance, cfg.seed)
-    result.params = {n: p.detach().float().cpu().clone() for n, p in tuned.named_parameters() if n in names}
+    result.params = {n: p.detach().float().cpu().clone() for n, p in trained.items()}
     return result

@@ -76,7 +76,7 @@ def _int(config: "UnlearnConfig", name: str, low: int, high: int, optional: bool
     if not _is_int(value):
         raise ConfigError(name, f"{value!r} is not a whole number; give a whole number from {low} to {high:,}")
     if not low <= value <= high:
-        given = "0 is not 'use the preset' but zero" if value == 0 else f"{value:,} is out of range"
+        given = "0 is not 'use the preset' but zero" if value == 0 and optional else f"{value:,} is out of range"
         leave = "; leave it out to use the preset" if optional else ""
         raise ConfigError(name, f"{given}: it must lie in {low}..{high:,}{leave}")
 

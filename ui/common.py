@@ -14,9 +14,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from kscu.config import UnlearnConfig
 from kscu.demo.world import ATTRIBUTES, KIND_OF_ATTRIBUTE, attribute_of
 from kscu.jobs import JobBusy
 from kscu.keysteps import PAPER_PRESETS, PRESETS
+from kscu.models import LoadedModel
+from kscu.validation import check_config
 from ui.state import WorkbenchState
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,15 @@ def hide_server_paths(text: str) -> str:
         return Path(trimmed).name + path[len(trimmed):]
 
     return _SERVER_PATH.sub(file_name, text)
+
+
+def checked_config(config: UnlearnConfig, model: LoadedModel) -> UnlearnConfig:
+    """The config resolved and checked (kscu.validation: a wrong setting raises with its name),
+    its warnings shown as message boxes."""
+    checked = check_config(config, model)
+    for warning in checked.warnings:
+        gr.Warning(warning)
+    return checked.config
 
 
 def kinds_for(family: str | None) -> list[str]:

@@ -3,7 +3,6 @@ model as a zipped diffusers folder, and load an earlier edit back as the current
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from kscu.export import check_compatible, export_pipeline, load_edit, save_edit
+from kscu.export import check_compatible, edit_stem, export_pipeline, load_edit, save_edit
 from kscu.trainer import UnlearnResult
 from ui.common import friendly
 from ui.compare_tab import edit_choices
@@ -26,11 +25,6 @@ def metadata(result: UnlearnResult) -> dict:
             "seconds": round(result.seconds, 1), "tensors": len(result.params),
             "unet_forwards": result.unet_forwards, "unet_backwards": result.unet_backwards,
             "sanity": result.sanity.to_dict() if result.sanity is not None else None, "config": result.config.to_dict()}
-
-
-def _stem(result: UnlearnResult) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", result.config.concept.lower()).strip("-") or "concept"
-    return f"kscu-{slug}-{result.config.method}"
 
 
 KEEP_DOWNLOADS = 4
@@ -56,7 +50,7 @@ def available(state: WorkbenchState) -> gr.Radio:
 def save(state: WorkbenchState, method: str | None) -> tuple[str, dict]:
     """Write the edit as one .safetensors file; returns (path to download, its metadata)."""
     result = state.result(method)
-    path = save_edit(result, _fresh_dir(state) / f"{_stem(result)}.safetensors")
+    path = save_edit(result, _fresh_dir(state) / f"{edit_stem(result)}.safetensors")
     return str(path), metadata(result)
 
 
@@ -66,7 +60,7 @@ def save_pipeline(state: WorkbenchState, method: str | None) -> gr.File:
 
     def work() -> str:
         folder = _fresh_dir(state)
-        exported = export_pipeline(model, result, folder / f"{_stem(result)}-pipeline")
+        exported = export_pipeline(model, result, folder / f"{edit_stem(result)}-pipeline")
         archive = folder / f"{exported.name}.zip"
         tmp = archive.with_suffix(".zip.tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:  # weights do not compress: store them

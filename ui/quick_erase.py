@@ -18,8 +18,7 @@ from kscu.grids import comparison_grids
 from kscu.jobs import Job, JobCancelled
 from kscu.models import LoadedModel
 from kscu.trainer import unlearn
-from kscu.validation import check_config
-from ui.common import (POLL_SECONDS, cancel_job, clean_concept, concept_choices, duration, friendly, image_panel, kind_of, kinds_for, progress_html,
+from ui.common import (POLL_SECONDS, cancel_job, checked_config, clean_concept, concept_choices, duration, friendly, image_panel, kind_of, kinds_for, progress_html,
                        resolve_kind, timer_state)
 from ui.results import grid_image, metrics_table, needs_blur, reading, sanity_sentence
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
@@ -84,10 +83,7 @@ def erase(state: WorkbenchState, concept: str | None, kind: str | None) -> tuple
     model = state.require_model()
     concept = clean_concept(concept)
     kind = resolve_kind(concept, kind, model.family)
-    checked = check_config(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations), model)
-    for warning in checked.warnings:
-        gr.Warning(warning)
-    config = checked.config
+    config = checked_config(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations), model)
     job = state.submit(PURPOSE, f"erase {concept!r} ({kind}, KSCU preset, {config.iterations} iterations)", partial(_work, state, model, config))
     return progress_html(job.snapshot()), gr.Timer(active=True), None, None, gr.Dataframe(visible=False), ""
 

@@ -10,9 +10,8 @@ from kscu.config import UnlearnConfig
 from kscu.demo.world import ATTRIBUTES, attribute_of
 from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
-from kscu.validation import check_config
 from kscu.plots import loss_figure
-from ui.common import (POLL_SECONDS, cancel_job, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
+from ui.common import (POLL_SECONDS, cancel_job, checked_config, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
                        resolve_kind, timer_state, upscale)
 from ui.results import BLUR_SHARE, needs_blur, sanity_cell
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
@@ -58,16 +57,12 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     """Start unlearning in the background (kscu.jobs.start_unlearning) with live previews."""
     model = state.require_model()
     concept = clean_concept(concept)
-    config = UnlearnConfig(  # an empty number field means "the preset's"; anything typed, 0 included, is checked as typed
+    config = checked_config(UnlearnConfig(  # an empty number field means "the preset's"; anything typed, 0 included, is checked as typed
         concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=_number(iterations, int),
         start_step=_number(start_step, int), end_step=_number(end_step, int), num_steps=_number(num_steps, int), lr=_number(lr, float),
         params=params or None, anchor=(anchor or "").strip(), seed=_number(seed, int) or 0,  # the field shows the preset's
         preserve=tuple((keep or "").split(",")),  # the field shows the preset's list: empty means none
-    )
-    checked = check_config(config, model)
-    for warning in checked.warnings:
-        gr.Warning(warning)
-    config = checked.config
+    ), model)
     words = [concept] + neighbours(model, concept)[:1]
     rows = grid_prompts(model, concept, words[1:])
     prompts = [p for p in rows for _ in PREVIEW_SEEDS]
