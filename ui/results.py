@@ -85,10 +85,10 @@ def reading(report: EvalReport, label: str = "") -> str:
 
 
 def sanity_cell(sanity: SanityReport | None) -> str:
-    """The post-training sanity check in a table cell."""
+    """The post-training sanity check in a table cell (no ✅: headless and minimal systems lack an emoji font)."""
     if sanity is None:
         return "–"
-    return f"{'✅ passed' if sanity.passed else '⚠️ FAILED'}: {sanity.change:.0%} change (limit {sanity.limit:.0%})"
+    return f"{'passed' if sanity.passed else '⚠️ FAILED'}: {sanity.change:.0%} change (limit {sanity.limit:.0%})"
 
 
 def sanity_sentence(sanity: SanityReport | None) -> str:
