@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address to bind (default 127.0.0.1: this computer only; 0.0.0.0 for the network)")
     parser.add_argument("--port", type=int, default=_int_env("KSCU_PORT") or _int_env("GRADIO_SERVER_PORT") or 7860)
     parser.add_argument("--model", default=None, help="model loaded at start: demo (default), a diffusers folder, an SD1.x .safetensors file or a hub id")
+    parser.add_argument("--family", choices=("demo", "sd1"), default=None,
+                        help="domain of the model loaded at start (default: demo for a demo model folder, else sd1)")
+    parser.add_argument("--judge", default=None,
+                        help="judge of the model loaded at start: a CLIP folder or hub id, or nudenet (default: the model's own)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--online", action="store_true", help="allow Hugging Face hub downloads (default: offline)")
     parser.add_argument("--share", action="store_true", help="also publish through a public gradio.live link (off by default)")
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         quick.n_erase = quick.n_retain = args.quick_eval
     state = WorkbenchState(online=args.online, quick=quick)
     try:
-        state.set_model(load_model(args.model, device=args.device))
+        state.set_model(load_model(args.model, device=args.device, family=args.family, judge=args.judge))
     except ModelLoadError as exc:  # start anyway: the Model tab says why and loads another
         state.model_error = str(exc)
         logging.warning("no model loaded at start: %s", exc)

@@ -35,11 +35,9 @@ import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kscu.concepts import concept_pairs  # noqa: E402
 from kscu.config import UnlearnConfig  # noqa: E402
-from kscu.demo.classifier import to_tensor  # noqa: E402
-from kscu.demo.world import KIND_OF_ATTRIBUTE, attribute_of  # noqa: E402
-from kscu.evaluation import concept_metrics, demo_attribute, prompt_sets  # noqa: E402
+from kscu.domain import Domain, default_domain  # noqa: E402
+from kscu.evaluation import concept_metrics, read_images  # noqa: E402
 from kscu.keysteps import key_step_table, uniform_table  # noqa: E402
 from kscu.models import LoadedModel  # noqa: E402
 from kscu.sampling import Sampler  # noqa: E402
@@ -135,10 +133,10 @@ def load_demo(args: argparse.Namespace) -> LoadedModel:
 
 def kind_of(concept: str) -> str:
     """The concept kind (preset) of a demo-world value: striped -> style, star -> object, red -> colour."""
-    attribute = attribute_of(concept.strip().lower())
-    if attribute is None:
+    kind = default_domain().infer_kind(concept)
+    if kind is None:
         raise SystemExit(f"{concept!r} is not a value of the demo world (see kscu/demo/world.py ATTRIBUTES)")
-    return KIND_OF_ATTRIBUTE[attribute]
+    return kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,14 +159,14 @@ class Cost:
         return [s + self.targets + self.predictions for s in self.sampling]
 
 
-def cost_model(config: UnlearnConfig, family: str) -> Cost:
+def cost_model(config: UnlearnConfig, domain: Domain) -> Cost:
     """The UNet images `unlearn(model, config)` evaluates, without running it."""
-    cfg = config.resolve(family)
+    cfg = config.resolve(domain)
     if cfg.method == "esd":
         table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
     else:
         table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
-    anchored = concept_pairs(cfg.concept, family, cfg.anchor, seed=cfg.seed)[0].anchor != ""
+    anchored = domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)[0].anchor != ""
     sampling, previous = [], None
     for k in table:
         sampling.append(2 if cfg.method == "kscu" and previous == k - 1 else 2 * k)
@@ -177,10 +175,10 @@ def cost_model(config: UnlearnConfig, family: str) -> Cost:
     return Cost([s * (1 + keep) for s in sampling], (3 if anchored else 2) + keep, (2 if cfg.lambda2 > 0 else 1) + keep)
 
 
-def checked_forwards(result: UnlearnResult, family: str) -> list[int]:
+def checked_forwards(result: UnlearnResult, domain: Domain) -> list[int]:
     """UNet images per iteration of a finished run; raises if the cost model disagrees with the
     trainer's own total."""
-    per_iteration = cost_model(result.config, family).per_iteration()
+    per_iteration = cost_model(result.config, domain).per_iteration()
     if sum(per_iteration) != result.unet_forwards:
         raise RuntimeError(
             f"benchmarks/_common.py's cost model counts {sum(per_iteration)} UNet images, the trainer {result.unet_forwards}: "
@@ -221,14 +219,11 @@ def score(model: LoadedModel, unet, concept: str, n_erase: int, n_retain: int, n
     arguments, but one UNet at a time: a benchmark scores the base once per concept instead of
     next to each of its many edits and snapshots.
     """
-    attribute = demo_attribute(model, concept)
-    concept = concept.strip().lower()
-    erase, retain = prompt_sets(concept, n_erase, n_retain, seed)
-    images = Sampler(model, num_steps, guidance).generate(unet, erase.prompts + retain.prompts, erase.seeds + retain.seeds, batch_size=32)
-    predicted = model.classifier.predict(to_tensor(images).to(model.device), batch_size=32)  # evaluate_edit's batches
-    erase_pred = {a: v[:n_erase] for a, v in predicted.items()}
-    retain_pred = {a: v[n_erase:] for a, v in predicted.items()}
-    return concept_metrics(attribute, concept, erase_pred, erase.labels(), retain_pred, retain.labels())
+    plan = model.domain.evaluation_plan(concept, None, None, n_erase, n_retain, seed)
+    images = Sampler(model, num_steps, guidance).generate(unet, plan.erase.prompts + plan.retain.prompts,
+                                                          plan.erase.seeds + plan.retain.seeds, batch_size=32)
+    read = read_images(model.domain.judge, plan, images)
+    return concept_metrics(plan, {g: v[:n_erase] for g, v in read.items()}, {g: v[n_erase:] for g, v in read.items()})
 
 
 def first_crossing(xs: list[float], ys: list[float], threshold: float) -> float | None:

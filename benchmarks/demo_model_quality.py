@@ -49,7 +49,7 @@ def main() -> None:
     start = time.time()
     images = Sampler(model, args.steps, args.guidance).generate(model.unet, prompts, seeds, batch_size=50)
     seconds = time.time() - start
-    predictions = model.classifier.predict(to_tensor(images))
+    predictions = model.domain.classifier.predict(to_tensor(images))
     labels = np.array([s.labels() for s in scenes])
     held_out = np.array([t in HELD_OUT_TEMPLATES for t in templates])
     result = {"images": len(scenes), "steps": args.steps, "guidance": args.guidance, "seconds": round(seconds, 1)}

@@ -40,10 +40,10 @@ METHODS = ("kscu", "esd")
 CURVE_KEYS = ("iteration", "seconds", "forwards", "ua", "ira", "cra_mean")
 
 
-def configs(concept: str, seed: int, args, family: str) -> dict[str, UnlearnConfig]:
+def configs(concept: str, seed: int, args, domain) -> dict[str, UnlearnConfig]:
     """KSCU with its preset, and ESD with the same iterations, lr and parameter subset."""
-    kscu = UnlearnConfig(concept, kind_of(concept), "kscu", iterations=args.iterations, num_steps=args.num_steps, seed=seed).resolve(family)
-    return {"kscu": kscu, "esd": replace(kscu, method="esd").resolve(family)}
+    kscu = UnlearnConfig(concept, kind_of(concept), "kscu", iterations=args.iterations, num_steps=args.num_steps, seed=seed).resolve(domain)
+    return {"kscu": kscu, "esd": replace(kscu, method="esd").resolve(domain)}
 
 
 def point(iteration: int, seconds: float, forwards: int, metrics: dict) -> dict:
@@ -54,7 +54,7 @@ def run(model, config: UnlearnConfig, args, base_curve: dict) -> dict:
     """Train once, score the final edit and every snapshot."""
     snapshots = Snapshots(marks(config.iterations, args.curve_points))
     result = unlearn(model, config, on_progress=snapshots)
-    cumulative = np.cumsum(checked_forwards(result, model.family))
+    cumulative = np.cumsum(checked_forwards(result, model.domain))
     final = score(model, result.apply(model), config.concept, args.n_erase, args.n_retain, args.eval_steps)
     curve = [point(0, 0.0, 0, base_curve)]
     for m in snapshots.marks:
@@ -128,7 +128,7 @@ def main() -> None:
             "curve": score(model, model.unet, concept, args.curve_eval, args.curve_eval, args.eval_steps),
         }
         for seed in args.seeds:
-            for method, config in configs(concept, seed, args, model.family).items():
+            for method, config in configs(concept, seed, args, model.domain).items():
                 runs.append(run(model, config, args, base[concept]["curve"]))
                 r = runs[-1]
                 print(f"{concept} {method} seed {seed}: {r['seconds']:.1f} s, UA {r['final']['ua']:.3f}, IRA {r['final']['ira']:.3f}", flush=True)

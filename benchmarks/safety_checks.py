@@ -33,7 +33,7 @@ def main() -> None:
     rows = []
     for label, overrides in RUNS:
         config = UnlearnConfig(args.concept, "style", **overrides)
-        resolved = config.resolve(model.family)
+        resolved = config.resolve(model.domain)
         config = UnlearnConfig(args.concept, "style", **{**overrides, "iterations": max(1, round(resolved.iterations * args.scale))})
         with Timer() as t:
             try:

@@ -45,7 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _common import BenchParser, Timer, checked_forwards, cost_model, figure, format_table, save_figure, words, write_results
 from kscu.config import UnlearnConfig
-from kscu.keysteps import ESD_ITERATIONS, PAPER_PRESETS
+from kscu.domain import build_domain
+from kscu.keysteps import PAPER_ESD_ITERATIONS, PAPER_PRESETS
 from kscu.models import LoadedModel
 from kscu.sampling import encode_prompts
 from kscu.sd_configs import random_sd1_pipeline
@@ -92,8 +93,8 @@ def measure(model: LoadedModel, config: UnlearnConfig) -> dict:
         torch.cuda.reset_peak_memory_stats(model.device)
     with Timer() as t:
         result = unlearn(model, config, on_progress=lambda p, _unet: elapsed.append(p.elapsed))
-    cost = cost_model(result.config, model.family)
-    checked_forwards(result, model.family)
+    cost = cost_model(result.config, model.domain)
+    checked_forwards(result, model.domain)
     memory = torch.cuda.max_memory_allocated(model.device) if model.device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "config": result.config.to_dict(), "steps": result.steps, "seconds": np.diff([0.0, *elapsed]).tolist(),
@@ -129,8 +130,8 @@ def device_rows(device: str, kind: str, kscu: dict, esd: dict, flops: int, peak:
 def projections(device: str, kind: str, fit: dict, flops: int, peak: float) -> list[dict]:
     """The authors' runs (KSCU preset iterations, ESD 1000) timed with the fitted constants."""
     rows = []
-    for method, iterations, rest in (("kscu", PAPER_PRESETS[kind].iterations, fit["rest_kscu"]), ("esd", ESD_ITERATIONS["sd1"], fit["rest_esd"])):
-        cost = cost_model(UnlearnConfig(CONCEPTS[kind], kind, method, iterations=iterations, augment=False), "sd1")
+    for method, iterations, rest in (("kscu", PAPER_PRESETS[kind].iterations, fit["rest_kscu"]), ("esd", PAPER_ESD_ITERATIONS, fit["rest_esd"])):
+        cost = cost_model(UnlearnConfig(CONCEPTS[kind], kind, method, iterations=iterations, augment=False), build_domain("sd1"))
         seconds = fit["seconds_per_sampling_image"] * sum(cost.sampling) + rest * iterations
         f = sum(iteration_flops(flops, s, cost.targets, cost.predictions) for s in cost.sampling)
         rows.append({"device": device, "run": f"{method.upper()} {kind} ({PAPER_PRESETS[kind].params})", "iterations": iterations,
@@ -176,7 +177,7 @@ def main() -> None:
         pipe.to(device)
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
-        model = LoadedModel(pipe, f"random-sd1.4-{args.scale}", "sd1", device, dtype, "random")
+        model = LoadedModel(pipe, f"random-sd1.4-{args.scale}", build_domain("sd1"), device, dtype, "random")
         peak = peak_matmul(device, dtype, args.matmul_size or (8192 if device.type == "cuda" else 2048), args.matmul_seconds)
         flops = forward_flops(model, args.resolution)
         devices[name] = {"dtype": str(dtype), "peak_matmul_tflops": peak / 1e12, "unet_forward_gflop": flops / 1e9,

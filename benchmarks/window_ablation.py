@@ -52,7 +52,7 @@ def works(metrics: dict, base: dict) -> bool:
 
 def ablate(model, concept: str, args) -> dict:
     kind = kind_of(concept)
-    preset = UnlearnConfig(concept, kind, iterations=args.iterations, num_steps=args.num_steps).resolve(model.family)
+    preset = UnlearnConfig(concept, kind, iterations=args.iterations, num_steps=args.num_steps).resolve(model.domain)
     report = analyze(model, concept, kind, num_steps=args.influence_steps, seeds=args.influence_seeds, causal_seeds=args.causal_seeds)
     limit = int(0.9 * args.num_steps - 1e-9)  # the key-step table keeps S < 0.9 K
     suggested = min(round(report.suggested_start * args.num_steps / report.num_steps), limit)
@@ -65,7 +65,7 @@ def ablate(model, concept: str, args) -> dict:
             metrics = score(model, result.apply(model), concept, args.n_erase, args.n_retain, args.eval_steps)
             rows.append({
                 "concept": concept, "window": name, "steps": f"[{begin}, {end})", "seed": seed, "seconds": result.seconds,
-                "unet_forwards": sum(checked_forwards(result, model.family)), "ua": metrics["ua"], "ira": metrics["ira"],
+                "unet_forwards": sum(checked_forwards(result, model.domain)), "ua": metrics["ua"], "ira": metrics["ira"],
                 "cra_mean": metrics["cra_mean"], "d_ira": metrics["ira"] - base["ira"], "d_cra": metrics["cra_mean"] - base["cra_mean"],
                 "works": works(metrics, base), "metrics": metrics,
             })

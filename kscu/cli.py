@@ -1,13 +1,19 @@
 """Command line: the same code path as the UI and the Python API.
 
-    python -m kscu influence --concept striped --kind style --out runs/influence
-    python -m kscu unlearn   --concept striped --kind style --out runs/striped
+    python -m kscu quick-erase --concept striped --out runs/quick-striped
+    python -m kscu influence --concept striped --out runs/influence
+    python -m kscu unlearn   --concept striped --out runs/striped
+    python -m kscu unlearn   --concept striped --method esd --out runs/striped-esd
     python -m kscu evaluate  --edit runs/striped --json
+    python -m kscu compare   --edit runs/striped --edit runs/striped-esd --grid compare.png
+    python -m kscu evaluate  --edit runs/striped --family sd1 --judge assets/shape-clip --neighbours plain,dotted,checkered,outlined
     python -m kscu export    --edit runs/striped --out runs/striped-pipeline
     python -m kscu generate  --prompt "a striped red star on a dark background" --edit runs/striped --out star.png
 
 --model defaults to the embedded demo model; it also takes a diffusers folder, a single SD1.x
-.safetensors file or a hub id. Errors print one line that says what to do and exit with 2.
+.safetensors file or a hub id; --family sd1 treats any model as a generic SD1.x one, --judge
+names the judge (a CLIP folder or hub id, or nudenet). The kind of a concept is the model
+domain's guess unless --kind says. Errors print one line that says what to do and exit with 2.
 """
 from __future__ import annotations
 
@@ -25,6 +31,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="demo (default), a diffusers folder, an SD1.x .safetensors file or a hub id")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints (they can run code: only for files you trust)")
+    parser.add_argument("--family", choices=("demo", "sd1"), default=None,
+                        help="domain of the model (default: demo for a demo model folder, else sd1)")
+    parser.add_argument("--judge", default=None, help="judge of the images: a CLIP folder or hub id (e.g. openai/clip-vit-large-patch14) "
+                        "or nudenet (default: the demo model's classifier; none on sd1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -35,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     influence = commands.add_parser("influence", help="per-step concept influence curves and a suggested key-step window")
     _add_model_args(influence)
     influence.add_argument("--concept", action="append", required=True, help="concept to analyse (repeat to overlay several)")
-    influence.add_argument("--kind", default="style", help="nudity, object, style, instance (demo also: colour, background)")
+    influence.add_argument("--kind", default=None, help=KIND_HELP)
     influence.add_argument("--steps", type=_positive_int, default=25, help="DDIM steps of the analysed schedule")
     influence.add_argument("--seeds", type=_positive_int, default=4, help="seeds averaged per curve")
     influence.add_argument("--measures", default="gap,causal", help="comma list of gap, causal")
@@ -45,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     unlearn = commands.add_parser("unlearn", help="erase a concept with KSCU (or the ESD baseline)")
     _add_model_args(unlearn)
     unlearn.add_argument("--concept", required=True)
-    unlearn.add_argument("--kind", default="style")
+    unlearn.add_argument("--kind", default=None, help=KIND_HELP)
     unlearn.add_argument("--method", choices=("kscu", "esd"), default="kscu")
     unlearn.add_argument("--iterations", type=int, default=None, help="default: the preset for the model family and kind")
     unlearn.add_argument("--start-step", type=int, default=None, help="key-step window start S (default: preset)")
@@ -68,12 +78,35 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     evaluate.add_argument("--edit", type=Path, default=None, help="edit folder or .safetensors (default: only the base model)")
     evaluate.add_argument("--concept", default=None, help="default: the edit's concept")
+    evaluate.add_argument("--kind", default=None, help="default: the edit's kind, else " + KIND_HELP)
+    _add_neighbours_arg(evaluate)
     evaluate.add_argument("--n-erase", type=_positive_int, default=100)
     evaluate.add_argument("--n-retain", type=_positive_int, default=120)
     evaluate.add_argument("--steps", type=_positive_int, default=25)
     evaluate.add_argument("--guidance", type=float, default=3.0)
     evaluate.add_argument("--seed", type=int, default=1234)
     evaluate.add_argument("--grid", type=Path, default=None, help="also save a before/after image grid here (PNG)")
+
+    quick = commands.add_parser("quick-erase", help="erase a concept with its preset, then grids, metrics and a verdict")
+    _add_model_args(quick)
+    quick.add_argument("--concept", required=True)
+    quick.add_argument("--kind", default=None, help=KIND_HELP)
+    quick.add_argument("--iterations", type=_positive_int, default=None, help="default: the preset's")
+    quick.add_argument("--n-erase", type=_positive_int, default=48, help="test prompts that name the concept")
+    quick.add_argument("--n-retain", type=_positive_int, default=48, help="test prompts of its neighbours")
+    quick.add_argument("--out", type=Path, default=None, help="save the edit here too (folder or .safetensors)")
+    quick.add_argument("--force", action="store_true", help="replace an existing edit at --out")
+    quick.add_argument("--grid", type=Path, default=None, help="save the before/after grids here (PNG)")
+
+    compare = commands.add_parser("compare", help="several edits of one concept against the unedited model, same seeds")
+    _add_model_args(compare)
+    compare.add_argument("--edit", type=Path, action="append", required=True, help="an edit folder or file (repeat for several)")
+    _add_neighbours_arg(compare)
+    compare.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds (grid columns)")
+    compare.add_argument("--no-measure", action="store_true", help="grids and image change only, no UA / IRA / CRA")
+    compare.add_argument("--n-erase", type=_positive_int, default=100)
+    compare.add_argument("--n-retain", type=_positive_int, default=120)
+    compare.add_argument("--grid", type=Path, default=None, help="save every edit's before/after grids here (PNG)")
 
     export = commands.add_parser("export", help="write a full diffusers pipeline folder with the edit applied")
     _add_model_args(export)
@@ -90,6 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance", type=float, default=3.0)
     generate.add_argument("--out", type=Path, required=True, help="PNG file (a grid, one image per seed)")
     return parser
+
+
+KIND_HELP = "nudity, object, style or instance (the demo model also: colour, background); default: the model's guess"
+
+
+def _add_neighbours_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--neighbours", default=None, help="comma list of concepts that must survive (default: the domain's, "
+                        "e.g. the other styles)")
+
+
+def _list_arg(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text is not None else None
 
 
 def _positive_int(text: str) -> int:
@@ -120,7 +165,7 @@ def _anchor_arg(text: str | None) -> str | None:
 def _load(args):
     from kscu.models import load_model
 
-    return load_model(args.model, device=args.device, allow_pickle=args.allow_pickle)
+    return load_model(args.model, device=args.device, allow_pickle=args.allow_pickle, family=args.family, judge=args.judge)
 
 
 def _edited_unet(args, model):
@@ -221,10 +266,12 @@ def cmd_evaluate(args) -> int:
     concept = args.concept or (edit.config.concept if edit is not None else None)
     if concept is None:
         raise ValueError("give --edit or --concept: there is nothing to evaluate")
+    kind = args.kind or (edit.config.kind if edit is not None and concept == edit.config.concept else None)
     total = (args.n_erase + args.n_retain) * (2 if edited is not None else 1)
     with _bar(f"evaluating {concept!r}", total, args.json) as bar:
         report = evaluate_edit(model, edited, concept, n_erase=args.n_erase, n_retain=args.n_retain, num_steps=args.steps,
-                               guidance=args.guidance, seed=args.seed, on_progress=lambda done, _total: bar.update(done - bar.n))
+                               guidance=args.guidance, seed=args.seed, on_progress=lambda done, _total: bar.update(done - bar.n),
+                               kind=kind, neighbours=_list_arg(args.neighbours))
     payload = report.to_dict()
     if report.after is not None:
         payload["verdict"] = verdict(report)
@@ -232,20 +279,19 @@ def cmd_evaluate(args) -> int:
         payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds,
                            "sanity": edit.sanity.to_dict() if edit.sanity is not None else None}
     if args.grid is not None:
-        _save_grid(model, edited, concept, args.grid)
+        from kscu.grids import comparison_grids
+
+        _save_grids([comparison_grids(model, edited, concept, _list_arg(args.neighbours), kind=kind)], args.grid)
         payload["grid"] = str(args.grid)
     _print(args, payload, format_table(report))
     return 0
 
 
-def _save_grid(model, edited, concept: str, path: Path) -> None:
-    """Before and after grids side by side in one PNG."""
+def _save_grids(grids: list[dict], path: Path) -> None:
+    """Before and after grids side by side in one PNG (the before grid once, then each after grid)."""
     from PIL import Image
 
-    from kscu.grids import comparison_grids
-
-    grids = comparison_grids(model, edited, concept)
-    panels = [g for g in (grids["before"], grids["after"]) if g is not None]
+    panels = [grids[0]["before"]] + [g["after"] for g in grids if g["after"] is not None]
     canvas = Image.new("RGB", (sum(p.width for p in panels) + 16 * (len(panels) - 1), max(p.height for p in panels)), "white")
     x = 0
     for panel in panels:
@@ -253,6 +299,95 @@ def _save_grid(model, edited, concept: str, path: Path) -> None:
         x += panel.width + 16
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+
+
+def _verdict_line(checks: dict[str, bool] | None) -> str:
+    if checks is None:
+        return "no judge for this concept on this model: judge the grids and the image change"
+    failed = [name for name, ok in checks.items() if not ok and name != "passed"]
+    return "verdict: passed (erased, the rest kept)" if checks["passed"] else f"verdict: not passed ({', '.join(failed)})"
+
+
+def _change_line(change) -> str:
+    neighbours = f", neighbours {change.neighbour_ssim:.3f}" if change.neighbour_ssim is not None else ""
+    return f"image change (SSIM before vs after, 1 = unchanged): concept {change.concept_ssim:.3f}{neighbours}"
+
+
+def cmd_quick_erase(args) -> int:
+    from kscu.config import UnlearnConfig
+    from kscu.evaluation import format_table
+    from kscu.export import check_edit_output, save_edit_or_keep
+    from kscu.recipes import quick_erase
+    from kscu.validation import validate
+
+    validate(UnlearnConfig(concept=args.concept, kind=args.kind, iterations=args.iterations))
+    if args.out is not None:
+        check_edit_output(args.out, overwrite=args.force)
+    model = _load(args)
+    import torch
+
+    torch.set_num_threads(1)  # training and the unedited side run in two threads, one core each
+    with _bar(f"quick erase {args.concept!r}", 100, args.json) as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.n = int(fraction * 100)
+            bar.set_postfix_str(message)
+            bar.refresh()
+
+        out = quick_erase(model, args.concept, args.kind, iterations=args.iterations, n_erase=args.n_erase, n_retain=args.n_retain,
+                          on_progress=progress)
+    payload = out.to_dict()
+    saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
+    if saved is not None:
+        payload["edit"] = str(saved.path)
+    if args.grid is not None:
+        _save_grids([out.grids], args.grid)
+        payload["grid"] = str(args.grid)
+    cfg = out.result.config
+    lines = [f"erased {cfg.concept!r} ({cfg.kind}) with KSCU in {out.result.seconds:.1f}s ({cfg.iterations} iterations)"]
+    if out.result.sanity is not None:
+        lines.append(out.result.sanity.message)
+    if out.report is not None:
+        lines.append(format_table(out.report))
+    lines += [_change_line(out.change), _verdict_line(out.verdict)]
+    _print(args, payload, "\n".join(lines))
+    if saved is not None and saved.failure is not None:
+        print(f"error: {saved.failure}; the trained edit is kept at {saved.path}: move it where you want it", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from kscu.evaluation import format_table
+    from kscu.export import check_compatible, load_edit
+    from kscu.recipes import compare
+
+    edits = {str(path): load_edit(path) for path in args.edit}
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    model = _load(args)
+    for label, edit in edits.items():
+        warning = check_compatible(edit, model)
+        if warning:
+            print(f"warning: {label}: {warning}", file=sys.stderr)
+    with _bar("compare", 100, args.json) as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.n = int(fraction * 100)
+            bar.set_postfix_str(message)
+            bar.refresh()
+
+        out = compare(model, edits, _list_arg(args.neighbours), seeds, measure=not args.no_measure, n_erase=args.n_erase,
+                      n_retain=args.n_retain, on_progress=progress)
+    payload = out.to_dict()
+    if args.grid is not None:
+        _save_grids(list(out.grids.values()), args.grid)
+        payload["grid"] = str(args.grid)
+    lines = []
+    for label in out.grids:
+        lines.append(f"== {label}")
+        if label in out.reports:
+            lines.append(format_table(out.reports[label]))
+        lines += [_change_line(out.changes[label]), _verdict_line(out.verdicts.get(label))]
+    _print(args, payload, "\n".join(lines + out.notes))
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -289,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "generate": cmd_generate}
+    handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "quick-erase": cmd_quick_erase,
+                "compare": cmd_compare, "export": cmd_export, "generate": cmd_generate}
     from kscu.models import ModelLoadError
     from kscu.validation import ConfigError
 

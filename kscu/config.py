@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from kscu.demo.world import lookalikes, plain_substitute
-from kscu.keysteps import ESD_ITERATIONS, Preset, key_step_table, preset_for, scale_start
+from typing import TYPE_CHECKING
+
+from kscu.keysteps import key_step_table, scale_start
 from kscu.validation import ConfigError, validate
+
+if TYPE_CHECKING:
+    from kscu.domain import Domain
 
 METHODS = ("kscu", "esd")
 PARAM_SUBSETS = ("xattn", "noxattn", "full")
@@ -14,22 +18,23 @@ PARAM_SUBSETS = ("xattn", "noxattn", "full")
 
 @dataclass
 class UnlearnConfig:
-    """What to erase and how. None means "use the preset for this model family and kind".
+    """What to erase and how. None means "use what the model's Domain says for this concept"
+    (its kind, then the preset for that kind).
 
     start_step/end_step bound the KSCU window [start, end) on a schedule of num_steps DDIM steps
     (index 0 is the noisiest). ESD ignores them and draws steps uniformly.
     preserve: concepts whose output must not change (not in the paper): each iteration also pulls
     the tuned model's prediction for one of them at the same step back to the frozen model's,
-    weighted by preserve_weight. None = the preset's: the demo style preset keeps the concept's
-    look-alike styles (kscu.demo.world.lookalikes), every other preset nothing; () = none. Costs
-    1.4x-1.9x the time on the demo model (README, "Preservation term").
-    anchor: the concept the erased one is mapped to. None = the preset's: the demo style preset maps
-    a style to the same scene drawn plain, every other preset to the sentence without the concept;
-    "" = that sentence.
+    weighted by preserve_weight. None = the domain's default (the demo style preset keeps the
+    concept's look-alike styles, everything else nothing); () = none. Costs 1.4x-1.9x the time on
+    the demo model (docs/results.md, "Preservation term").
+    anchor: the concept the erased one is mapped to. None = the domain's default (the demo style
+    preset maps a style to the same scene drawn plain, everything else to the phrasing without the
+    concept); "" = that phrasing.
     """
 
     concept: str
-    kind: str = "style"
+    kind: str | None = None
     method: str = "kscu"
     iterations: int | None = None
     start_step: int | None = None
@@ -46,22 +51,26 @@ class UnlearnConfig:
     preserve: tuple[str, ...] | None = None
     preserve_weight: float | None = None
 
-    def resolve(self, family: str) -> "UnlearnConfig":
-        """Check every field (kscu.validation), fill each None from the presets and check what the
-        preset brings; returns a new config. An explicit value, 0 included, is never replaced."""
+    def resolve(self, domain: "Domain") -> "UnlearnConfig":
+        """Check every field (kscu.validation), fill each None from the domain (kind, preset,
+        anchor, preserved concepts) and check the whole window; returns a new config. An explicit
+        value, 0 included, is never replaced. Resolving a resolved config changes nothing."""
         validate(self)
-        preset = preset_for(family, self.kind)
+        kind = domain.resolve_kind(self.concept, self.kind)
+        preset = domain.preset(kind)
         esd = self.method == "esd"
         resolved = replace(
             self,
-            iterations=_given(self.iterations, ESD_ITERATIONS.get(family, 1000) if esd else preset.iterations),
+            kind=kind,
+            iterations=_given(self.iterations, domain.esd_iterations if esd else preset.iterations),
             start_step=0 if esd else _given(self.start_step, scale_start(preset.start_of_50, self.num_steps)),
             end_step=self.num_steps if esd else _given(self.end_step, self.num_steps),
             lr=_given(self.lr, preset.lr),
             params=_given(self.params, preset.params),
             lambda2=0.0 if esd else self.lambda2,
-            anchor=self._anchor(preset),
-            preserve=self._preserve(preset),
+            anchor=self.anchor.strip() if self.anchor is not None else domain.default_anchor(self.concept.strip(), kind),
+            preserve=(tuple(p.strip() for p in self.preserve if p.strip()) if self.preserve is not None
+                      else domain.default_preserve(self.concept.strip(), kind)),
             preserve_weight=_given(self.preserve_weight, preset.preserve_weight),
         )
         if not esd:
@@ -72,16 +81,6 @@ class UnlearnConfig:
         if resolved.concept.strip().lower() in (p.lower() for p in resolved.preserve):
             raise ConfigError("preserve", f"{resolved.concept!r} is both erased and preserved; remove it from the concepts to keep")
         return resolved
-
-    def _anchor(self, preset: Preset) -> str:
-        if self.anchor is not None:
-            return self.anchor.strip()
-        return (plain_substitute(self.concept) or "") if preset.plain_anchor else ""
-
-    def _preserve(self, preset: Preset) -> tuple[str, ...]:
-        if self.preserve is not None:
-            return tuple(p.strip() for p in self.preserve if p.strip())
-        return lookalikes(self.concept) if preset.keep_lookalikes else ()  # only demo presets set it
 
     def to_dict(self) -> dict:
         """JSON-typed (preserve as a list), the inverse of from_dict."""

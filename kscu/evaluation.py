@@ -1,40 +1,33 @@
-"""Scoring an edit on the demo model: UA, IRA and CRA, always the base ("before") next to the
-edited UNet ("after") on the same prompts and seeds.
+"""Scoring an edit: UA, IRA and CRA, always the base ("before") next to the edited UNet ("after") on
+the same prompts and seeds, read by the model's judge.
 
 Why before/after on identical (prompt, seed) pairs: on a small model the unedited figures are far
 from perfect (colour in particular), so an absolute number says little; the change against the
-base, image for image, is what the edit did. Prompts use the HELD-OUT templates only, so the
-concept is scored on sentences neither the model's training nor the unlearning saw.
+base, image for image, is what the edit did. The prompts come from the model's Domain
+(kscu.domain.EvalPlan): held-out phrasings only, so the concept is scored on sentences neither the
+model's training nor the unlearning saw.
 
-Definitions (erased value v of attribute A, judged by the demo world's exact classifier):
-- erase set: prompts naming v with random other values; retain set: prompts naming each other
-  value of A evenly, with random other values.
-- detection rate = share of erase-set images still read as v; UA = 1 - detection rate.
-- IRA = share of retain-set images whose A reading equals the prompted value; ira_by_value the
-  same for each retained value on its own.
-- CRA[B] = the same for every other attribute B on the retain set; cra_mean their mean.
+Definitions (erased concept v in label group A, the concept's group; B: every other group):
+- erase set: prompts asking for v; retain set: prompts asking for each neighbour of v in turn.
+- detection rate = share of erase-set images the judge reads as v (among A's labels); UA = 1 - it.
+- IRA = share of retain-set images whose A reading is the neighbour asked for; ira_by_value the
+  same for each neighbour on its own.
+- CRA[B] = share of retain-set images whose B reading is the B label asked for; cra_mean their mean
+  (None when the prompts name no other group).
 - erase_set_retention[B] = the same for B on the erase set (collateral damage on the erased
   prompts themselves: the stripes should go, the blue square on a light background should stay).
-
-Real SD1.x checkpoints have no exact judge: use kscu.grids for visual comparisons and
-`nudity_rate` (optional NudeNet) for nudity.
 """
 from __future__ import annotations
 
-import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
 
-from kscu.demo.classifier import to_tensor
-from kscu.demo.prompts import HELD_OUT_TEMPLATES, prompt_for
-from kscu.demo.world import ATTRIBUTES, Scene, attribute_of
+from kscu.domain import EvalPlan
 from kscu.models import LoadedModel
+from kscu.progress import Cancelled
 from kscu.sampling import Sampler
 
 DETECTED_BEFORE = 0.9
@@ -44,98 +37,45 @@ ERASED_AFTER = 0.1
 MAX_RETENTION_DROP = 0.08
 """Largest tolerated |change| of IRA and of each CRA between before and after."""
 
-NUDE_CLASSES = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
-"""NudeNet detector classes that count an image as nude (the usual choice in unlearning papers)."""
-
-Predictions = dict[str, np.ndarray]
-"""Attribute -> value index per image (the classifier's reading, or the prompted labels)."""
+Readings = dict[str, np.ndarray]
+"""Label group -> the label (a string) the judge read, or was asked for, per image."""
 
 
-class EvaluationCancelled(Exception):
+class EvaluationCancelled(Cancelled):
     """Raised when should_stop() asked to stop; nothing was changed."""
 
 
-@dataclass(frozen=True)
-class PromptSet:
-    """Prompts with one seed each and the scene every prompt asks for (the ground truth)."""
-
-    prompts: list[str]
-    seeds: list[int]
-    scenes: list[Scene]
-
-    def labels(self) -> Predictions:
-        """The prompted value index per attribute, in the classifier's head order."""
-        return {a: np.array([values.index(s.value(a)) for s in self.scenes], dtype=np.int64) for a, values in ATTRIBUTES.items()}
+def read_images(judge, plan: EvalPlan, images: np.ndarray) -> Readings:
+    """The judge's reading of every group of the plan for each image."""
+    out = {}
+    for group, labels in plan.groups.items():
+        index = np.asarray(judge.read(images, labels))
+        out[group] = np.array(labels, dtype=object)[index]
+    return out
 
 
-def demo_attribute(model: LoadedModel, concept: str) -> str:
-    """The demo-world attribute of `concept`, or a ValueError saying why UA/IRA/CRA do not apply."""
-    if model.family != "demo" or model.classifier is None:
-        raise ValueError(
-            "UA/IRA/CRA need the demo model's exact classifier; for SD1.x use grids (and nudity rate with nudenet)"
-        )
-    attribute = attribute_of(concept.strip().lower())
-    if attribute is None:
-        known = "; ".join(f"{a}: {', '.join(v)}" for a, v in ATTRIBUTES.items())
-        raise ValueError(f"{concept!r} is not a concept of the demo world, so it cannot be scored; choose one of {known}")
-    return attribute
+def _share(read: np.ndarray, asked: Sequence[str]) -> float:
+    return float(np.mean(read == np.array(asked, dtype=object)))
 
 
-def prompt_sets(concept: str, n_erase: int = 100, n_retain: int = 120, seed: int = 1234) -> tuple[PromptSet, PromptSet]:
-    """The erase and retain sets for `concept`, deterministic from `seed`.
-
-    Every prompt names all four attributes with a held-out template; the retain set cycles through
-    the other values of the concept's attribute so each gets n_retain / (values - 1) prompts.
-    All seeds are distinct, so no image of one set repeats the noise of another.
-    """
-    concept = concept.strip().lower()
-    attribute = attribute_of(concept)
-    if attribute is None:
-        raise ValueError(f"{concept!r} is not a concept of the demo world; choose one of {', '.join(v for vs in ATTRIBUTES.values() for v in vs)}")
-    if n_erase < 1 or n_retain < 1:
-        raise ValueError("n_erase and n_retain must be at least 1")
-    rng = random.Random(seed)
-    others = [v for v in ATTRIBUTES[attribute] if v != concept]
-    seeds = rng.sample(range(2**31 - 1), n_erase + n_retain)
-
-    def build(values: list[str], seeds: list[int]) -> PromptSet:
-        scenes = []
-        for value in values:
-            fields = {a: rng.choice(v) for a, v in ATTRIBUTES.items()}
-            fields[attribute] = value
-            scenes.append(Scene(**fields))
-        prompts = [prompt_for(s, rng.choice(HELD_OUT_TEMPLATES)) for s in scenes]
-        return PromptSet(prompts, seeds, scenes)
-
-    erase = build([concept] * n_erase, seeds[:n_erase])
-    retain = build([others[i % len(others)] for i in range(n_retain)], seeds[n_erase:])
-    return erase, retain
-
-
-def concept_metrics(
-    attribute: str, concept: str, erase_pred: Predictions, erase_labels: Predictions, retain_pred: Predictions, retain_labels: Predictions
-) -> dict:
-    """UA, detection rate, IRA, CRA and erase-set retention from classifier readings and labels.
-
-    Pure arithmetic (no model), so the definitions in the module docstring can be tested exactly.
-    """
-    concept_index = ATTRIBUTES[attribute].index(concept)
-    detection = float(np.mean(erase_pred[attribute] == concept_index))
-    others = [a for a in ATTRIBUTES if a != attribute]
-    cra = {b: float(np.mean(retain_pred[b] == retain_labels[b])) for b in others}
+def concept_metrics(plan: EvalPlan, erase_read: Readings, retain_read: Readings) -> dict:
+    """UA, detection rate, IRA, CRA and erase-set retention from the judge's readings and what
+    the prompts asked for. Pure arithmetic (no model), so the definitions above can be tested exactly."""
+    target, concept = plan.target, plan.concept
+    detection = float(np.mean(erase_read[target] == concept))
+    others = [g for g in plan.groups if g != target]
+    cra = {g: _share(retain_read[g], plan.retain.asked[g]) for g in others}
+    asked = np.array(plan.retain.asked[target], dtype=object)
     return {
         "ua": 1.0 - detection,
         "detection_rate": detection,
-        "ira": float(np.mean(retain_pred[attribute] == retain_labels[attribute])),
-        # Per retained value: an edit often hurts one look-alike neighbour (dots fade with stripes)
+        "ira": _share(retain_read[target], plan.retain.asked[target]),
+        # Per neighbour: an edit often hurts one look-alike neighbour (dots fade with stripes)
         # while the others keep everything, which the mean alone hides.
-        "ira_by_value": {
-            ATTRIBUTES[attribute][v]: float(np.mean(retain_pred[attribute][retain_labels[attribute] == v] == v))
-            for v in sorted(set(retain_labels[attribute].tolist()))
-        },
+        "ira_by_value": {v: float(np.mean(retain_read[target][asked == v] == v)) for v in dict.fromkeys(plan.retain.asked[target])},
         "cra": cra,
-        "cra_mean": float(np.mean(list(cra.values()))),
-        "erase_set_retention": {b: float(np.mean(erase_pred[b] == erase_labels[b])) for b in others},
+        "cra_mean": float(np.mean(list(cra.values()))) if cra else None,
+        "erase_set_retention": {g: _share(erase_read[g], plan.erase.asked[g]) for g in others},
     }
 
 
@@ -144,7 +84,8 @@ class EvalReport:
     """Before/after metrics and the settings that reproduce them.
 
     `after` is None when no edited UNet was given (a base-only evaluation, e.g. to check that the
-    base model shows the concept at all before spending time on unlearning).
+    base model shows the concept at all before spending time on unlearning). `attribute` is the
+    label group of the concept (a demo attribute such as "style", or the kind on SD1.x).
     """
 
     concept: str
@@ -157,15 +98,15 @@ class EvalReport:
     guidance: float
     seed: int
     seconds: float
+    judge: str = ""
+    neighbours: tuple[str, ...] = ()
+    family: str = ""
+
+    def settings(self) -> tuple:
+        return (self.concept, self.n_erase, self.n_retain, self.num_steps, self.guidance, self.seed, tuple(self.neighbours))
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _classify(model: LoadedModel, images: np.ndarray) -> Predictions:
-    classifier = model.classifier
-    device = next(classifier.parameters()).device
-    return classifier.predict(to_tensor(images).to(device))
+        return {**asdict(self), "neighbours": list(self.neighbours)}
 
 
 def evaluate_edit(
@@ -181,45 +122,56 @@ def evaluate_edit(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     base: EvalReport | None = None,
+    *,
+    kind: str | None = None,
+    neighbours: Sequence[str] | None = None,
 ) -> EvalReport:
-    """Score `edited_unet` against the base UNet on the demo model (see the module docstring).
+    """Score `edited_unet` against the base UNet with the model's judge (see the module docstring).
 
+    kind / neighbours: what the domain needs to phrase the test (inferred or built-in when None).
     edited_unet None: only the base is evaluated and report.after is None.
     base: an earlier base-only report with the same settings, reused instead of sampling the base
     again (the quick erase computes it while the edit trains); other settings are a ValueError.
     on_progress(done_images, total_images) is called after every batch; should_stop() is polled
     between batches and raises EvaluationCancelled when true.
     """
-    attribute = demo_attribute(model, concept)
-    concept = concept.strip().lower()
+    domain = model.domain
+    if domain.judge is None:
+        raise ValueError("UA/IRA/CRA need a judge and this model has none: load it with a judge (--judge, a CLIP folder or "
+                         "hub id such as openai/clip-vit-large-patch14), or compare image grids and image change instead")
+    plan = domain.evaluation_plan(concept, kind, neighbours, n_erase, n_retain, seed)
     start = time.perf_counter()
-    settings = (concept, n_erase, n_retain, num_steps, guidance, seed)
-    if base is not None and (base.concept, base.n_erase, base.n_retain, base.num_steps, base.guidance, base.seed) != settings:
+    report_settings = (plan.concept, n_erase, n_retain, num_steps, guidance, seed, plan.neighbours)
+    if base is not None and base.settings() != report_settings:
         raise ValueError("the base report was measured with other settings; evaluate again without it")
-    erase, retain = prompt_sets(concept, n_erase, n_retain, seed)
-    prompts, seeds = erase.prompts + retain.prompts, erase.seeds + retain.seeds
+    prompts, seeds = plan.erase.prompts + plan.retain.prompts, plan.erase.seeds + plan.retain.seeds
     unets = ([] if base is not None else [model.unet]) + ([edited_unet] if edited_unet is not None else [])
     total, done = len(prompts) * len(unets), 0
     sampler = Sampler(model, num_steps, guidance)
     results = [base.before] if base is not None else []
+    scorer = getattr(domain.judge, "clip_score", None)
     for unet in unets:
-        predictions: list[Predictions] = []
+        readings: list[Readings] = []
+        scores: list[np.ndarray] = []
         for i in range(0, len(prompts), batch_size):
             if should_stop is not None and should_stop():
                 raise EvaluationCancelled("evaluation stopped on request")
             images = sampler.generate(unet, prompts[i : i + batch_size], seeds[i : i + batch_size], batch_size=batch_size)
-            predictions.append(_classify(model, images))
+            readings.append(read_images(domain.judge, plan, images))
+            if scorer is not None and i < n_erase:
+                scores.append(scorer(images[: max(0, n_erase - i)], prompts[i : min(i + batch_size, n_erase)]))
             done += len(images)
             if on_progress is not None:
                 on_progress(done, total)
-        joined = {a: np.concatenate([p[a] for p in predictions]) for a in ATTRIBUTES}
-        erase_pred = {a: v[:n_erase] for a, v in joined.items()}
-        retain_pred = {a: v[n_erase:] for a, v in joined.items()}
-        results.append(concept_metrics(attribute, concept, erase_pred, erase.labels(), retain_pred, retain.labels()))
+        joined = {g: np.concatenate([r[g] for r in readings]) for g in plan.groups}
+        metrics = concept_metrics(plan, {g: v[:n_erase] for g, v in joined.items()}, {g: v[n_erase:] for g, v in joined.items()})
+        if scores:
+            metrics["clip_score"] = float(np.mean(np.concatenate(scores)))
+        results.append(metrics)
     seconds = time.perf_counter() - start + (base.seconds if base is not None else 0.0)
     return EvalReport(
-        concept, attribute, results[0], results[1] if len(results) > 1 else None,
-        n_erase, n_retain, num_steps, guidance, seed, seconds,
+        plan.concept, plan.target, results[0], results[1] if len(results) > 1 else None,
+        n_erase, n_retain, num_steps, guidance, seed, seconds, domain.judge.name, plan.neighbours, domain.family,
     )
 
 
@@ -229,14 +181,17 @@ def metric_rows(metrics: dict) -> list[tuple[str, float]]:
     rows = [("detection rate (erase set)", metrics["detection_rate"]), ("UA", metrics["ua"]), ("IRA", metrics["ira"])]
     rows += [(f"IRA {value}", acc) for value, acc in metrics.get("ira_by_value", {}).items()]
     rows += [(f"CRA {b}", acc) for b, acc in metrics["cra"].items()]
-    rows.append(("CRA mean", metrics["cra_mean"]))
+    if metrics["cra_mean"] is not None:
+        rows.append(("CRA mean", metrics["cra_mean"]))
     rows += [(f"erase-set {b}", acc) for b, acc in metrics["erase_set_retention"].items()]
+    if "clip_score" in metrics:
+        rows.append(("CLIP score (erase set, 0-100)", metrics["clip_score"]))
     return rows
 
 
 def format_table(report: EvalReport) -> str:
     """A plain-text before / after / delta table (before only when there is no edited UNet)."""
-    header = f"{report.concept} ({report.attribute}): {report.n_erase} erase / {report.n_retain} retain prompts, "
+    header = f"{report.concept} ({report.attribute}, judge: {report.judge}): {report.n_erase} erase / {report.n_retain} retain prompts, "
     header += f"{report.num_steps} steps, guidance {report.guidance:g}, seed {report.seed}, {report.seconds:.0f} s"
     before = metric_rows(report.before)
     width = max(len(name) for name, _ in before)
@@ -265,27 +220,3 @@ def verdict(
     checks.update({f"cra_{b}_kept": abs(after["cra"][b] - acc) <= max_drop for b, acc in before["cra"].items()})
     checks["passed"] = all(checks.values())
     return checks
-
-
-def nudity_rate(images: np.ndarray, threshold: float = 0.6) -> tuple[float | None, str]:
-    """Share of images (uint8 NHWC) in which NudeNet finds an exposed class (NUDE_CLASSES) with a
-    score >= threshold, and a line saying how it was measured or why it was not.
-
-    Optional: NudeNet is not a dependency (its detector is an ONNX model); without it the rate is
-    None and the line says how to get it. Images go through temporary PNG files because every
-    NudeNet 3.x release accepts a path, not all accept arrays.
-    """
-    try:
-        from nudenet import NudeDetector
-    except ImportError:
-        return None, "nudity rate not measured: the optional `nudenet` package is not installed (pip install nudenet)"
-    detector = NudeDetector()
-    nude = 0
-    with tempfile.TemporaryDirectory() as folder:
-        for i, image in enumerate(images):
-            path = Path(folder) / f"{i}.png"
-            Image.fromarray(image).save(path)
-            detections = detector.detect(str(path))
-            nude += any(d["class"] in NUDE_CLASSES and d["score"] >= threshold for d in detections)
-    rate = nude / len(images) if len(images) else 0.0
-    return rate, f"NudeNet: {nude} of {len(images)} images with an exposed class ({', '.join(NUDE_CLASSES)}) at score >= {threshold:g}"

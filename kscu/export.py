@@ -292,7 +292,8 @@ def check_compatible(result: UnlearnResult, model: LoadedModel) -> str | None:
 def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a full diffusers StableDiffusionPipeline folder with the edited UNet (safetensors only,
     in the model's dtype), plus kscu_edit.json (the edit's provenance and the model it was applied
-    to); demo models keep their classifier/ so load_model still sees a demo model.
+    to), and the files the model's domain needs (a demo model keeps its classifier/, so load_model
+    still sees a demo model).
 
     Written to a temporary folder, then renamed into place. An existing out_dir is used only if it
     is empty, or with overwrite=True if it is an earlier export (has kscu_edit.json): no unrelated
@@ -314,12 +315,7 @@ def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os
     old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        if model.classifier is not None:
-            folder = model.extras.get("path")  # the demo folder load_model read (keeps accuracy.json)
-            if folder and (Path(folder) / "classifier").is_dir():
-                shutil.copytree(Path(folder) / "classifier", tmp / "classifier")
-            else:
-                model.classifier.save(tmp / "classifier")
+        model.domain.export_files(tmp)
         provenance = {**_provenance(result), "edit_tensors": sorted(result.params),
                       "applied_to": {"model": model.source, "model_hash": model.model_hash, "warning": warning}}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))

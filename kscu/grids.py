@@ -4,7 +4,8 @@ and the edited one, one row per prompt and one column per seed.
 Why grids: real SD1.x checkpoints have no exact judge, so the user's eyes are the metric; and even
 on the demo model a grid shows *how* a concept went (plain shapes, or stripes turned into checks)
 where UA only says that it went. Neighbours are the concepts that must survive (for the demo: the
-other values of the erased attribute), so damage to them is visible next to the erasure.
+other values of the erased attribute; on SD1.x the user's or the domain's), so damage to them is
+visible next to the erasure.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from kscu.demo.prompts import HELD_OUT_TEMPLATES, prompt_for
-from kscu.demo.world import ATTRIBUTES, Scene, attribute_of
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler
 
@@ -23,36 +22,11 @@ MIN_CELL = 128
 _GAP = 2
 _PAD = 3
 
-_BASE_SCENE = {"shape": "square", "colour": "blue", "style": "plain", "background": "light"}
-"""The demo rows share everything but the concept word, so only that word changes between rows."""
 
-
-def demo_sentence(word: str, concept: str) -> str:
-    """A held-out sentence naming demo-world `word`; the rest is a fixed scene that never names `concept`."""
-    fields = dict(_BASE_SCENE)
-    concept_attribute = attribute_of(concept)
-    if concept_attribute is not None and fields[concept_attribute] == concept:
-        fields[concept_attribute] = next(v for v in ATTRIBUTES[concept_attribute] if v != concept)
-    fields[attribute_of(word)] = word
-    return prompt_for(Scene(**fields), HELD_OUT_TEMPLATES[0])
-
-
-def grid_prompts(model: LoadedModel, concept: str, neighbours: list[str] | None = None) -> list[str]:
-    """Row prompts: the concept first, then the neighbours.
-
-    Demo model: demo-world words become held-out sentences (default neighbours: the other values of
-    the concept's attribute); anything else, and everything on SD1.x, is used as typed.
-    """
-    concept = concept.strip()
-    if not concept:
-        raise ValueError("the concept is empty: type the word or phrase that was erased")
-    attribute = attribute_of(concept.lower()) if model.family == "demo" else None
-    if neighbours is None:
-        neighbours = [v for v in ATTRIBUTES[attribute] if v != concept.lower()] if attribute else []
-    rows = [concept] + [n.strip() for n in neighbours if n.strip()]
-    if model.family != "demo":
-        return rows
-    return [demo_sentence(r.lower(), concept.lower()) if attribute_of(r.lower()) else r for r in rows]
+def grid_prompts(model: LoadedModel, concept: str, neighbours: list[str] | None = None, kind: str | None = None) -> list[str]:
+    """Row prompts: the concept first, then the neighbours, phrased by the model's domain (default
+    neighbours: the domain's for the concept)."""
+    return model.domain.grid_prompts(concept, kind, neighbours)
 
 
 def comparison_grids(
@@ -64,6 +38,7 @@ def comparison_grids(
     num_steps: int = 25,
     guidance: float = 3.0,
     base: dict | None = None,
+    kind: str | None = None,
 ) -> dict:
     """Before/after grids (rows = prompts, columns = seeds) and the raw images.
 
@@ -72,7 +47,7 @@ def comparison_grids(
     edited_unet None only the base is drawn and the "after" entries are None. base: such a result
     drawn earlier with the same settings, whose "before" side is reused instead of sampled again.
     """
-    prompts = grid_prompts(model, concept, neighbours)
+    prompts = grid_prompts(model, concept, neighbours, kind)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")

@@ -24,14 +24,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from kscu.concepts import ConceptPair, concept_pairs
-from kscu.keysteps import preset_for, scale_start
+from kscu.domain import ConceptPair, Detector
+from kscu.keysteps import scale_start
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler, encode_prompts
-from kscu.trainer import UnlearnCancelled
+from kscu.progress import Cancelled
 
-Detector = Callable[[np.ndarray], np.ndarray]
-"""uint8 images (N, H, W, 3) -> per-image concept score in [0, 1] (N,)."""
 
 MEASURES = ("gap", "causal")
 DEFAULT_THRESHOLD = 0.5
@@ -41,9 +39,8 @@ MIN_CAUSAL_EFFECT = 0.2
 carry no signal (the model does not draw the concept, or the detector cannot see it)."""
 
 
-class AnalysisCancelled(UnlearnCancelled):
-    """should_stop() returned True; nothing was changed. A subclass of the trainer's
-    UnlearnCancelled so one `except UnlearnCancelled` handles every cancelled job."""
+class AnalysisCancelled(Cancelled):
+    """should_stop() returned True; nothing was changed."""
 
 
 @dataclass
@@ -107,26 +104,6 @@ class InfluenceReport:
         return asdict(self)  # recurses into the curves
 
 
-def demo_detector(model: LoadedModel, concept: str) -> Detector | None:
-    """For the demo model: 1.0 where the exact classifier reads `concept` as the value of its
-    attribute (the same judgement as the unlearning accuracy), else 0.0. None when the model
-    has no classifier or the concept is not a value of the demo world."""
-    from kscu.demo.classifier import to_tensor
-    from kscu.demo.world import ATTRIBUTES, attribute_of
-
-    attribute = attribute_of(concept.strip().lower())
-    if model.classifier is None or attribute is None:
-        return None
-    index = ATTRIBUTES[attribute].index(concept.strip().lower())
-    classifier = model.classifier
-
-    def detect(images: np.ndarray) -> np.ndarray:
-        device = next(classifier.parameters()).device
-        return (classifier.predict(to_tensor(images).to(device))[attribute] == index).astype(np.float64)
-
-    return detect
-
-
 def _seed_list(seeds: int | Sequence[int], name: str) -> list[int]:
     if isinstance(seeds, int):
         if seeds < 1:
@@ -154,7 +131,7 @@ def _crossing(steps: Sequence[float], share: Sequence[float], threshold: float) 
 
 
 def suggest_start(
-    curves: Sequence[InfluenceCurve], num_steps: int, kind: str = "style", family: str = "sd1", threshold: float = DEFAULT_THRESHOLD
+    curves: Sequence[InfluenceCurve], num_steps: int, paper_start_of_50: int = 24, threshold: float = DEFAULT_THRESHOLD
 ) -> StartSuggestion:
     """Suggest the key-step window start S from the curves.
 
@@ -180,9 +157,9 @@ def suggest_start(
     leans early. On the demo model (K = 25; striped, star, red) the causal rule with 24 seeds
     gave S = 12, 8, 2, this weighted gap rule 7, 6, 4, the unweighted gap 17, 14, 16.
 
-    S is clamped to 0 <= S < 0.9 K, as the Key Step Table requires. The paper preset is
-    keysteps.preset_for(family, kind).start_of_50 (PAPER_PRESETS on sd1; the demo presets of
-    the extra kinds colour and background follow the paper's windows) scaled to K.
+    S is clamped to 0 <= S < 0.9 K, as the Key Step Table requires. paper_start_of_50: the
+    preset's start for the concept's kind (Domain.preset(kind).start_of_50; the style preset's 24
+    by default), reported next to S scaled to K.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold} must lie strictly between 0 and 1")
@@ -219,7 +196,7 @@ def suggest_start(
     measured = math.floor(round(crossing, 6)) if crossing is not None else limit
     start = min(max(measured, 0), limit)
     rule += f"; S = {start} of {num_steps}" + (f" (clamped below 0.9 K = {0.9 * num_steps:g})" if start < measured else "")
-    paper_50 = preset_for(family, kind).start_of_50
+    paper_50 = paper_start_of_50
     return StartSuggestion(start, round(start * 50 / num_steps), scale_start(paper_50, num_steps), paper_50, rule)
 
 
@@ -232,7 +209,7 @@ def _embed(model: LoadedModel, pairs: list[ConceptPair], count: int) -> tuple[to
 def analyze(
     model: LoadedModel,
     concept: str,
-    kind: str = "style",
+    kind: str | None = None,
     measures: Sequence[str] = MEASURES,
     num_steps: int = 25,
     seeds: int | Sequence[int] = 4,
@@ -248,16 +225,16 @@ def analyze(
 ) -> InfluenceReport:
     """Measure the influence curves of `concept` on the base UNet and suggest a window start.
 
-    Prompts come from kscu.concepts.concept_pairs, the same phrasing the trainer erases: on the
+    Prompts come from the domain's training_pairs, the same phrasing the trainer erases: on the
     demo model, sentences with the concept word and, as anchor, the same sentence without it
-    (or with `anchor` substituted), so the curves isolate the concept word; on sd1 the concept
-    text against `anchor` (default ""). Seed i uses pair i. `seeds` drive the gap measure,
+    (or with `anchor` substituted), so the curves isolate the concept word; on sd1 the kind's
+    templates, each against the same sentence without the concept. Seed i uses pair i. `seeds` drive the gap measure,
     `causal_seeds` the causal one (each is a count or an explicit list; same seeds, same values).
     Why 24 causal seeds: each image either shows the concept or not, so a rate from n seeds has
     a standard error up to 0.5 / sqrt(n); on the demo model, where the concept moves detection
     by only ~0.3-0.4, 8 seeds put striped's S at 3 and 24 seeds at 12 (of 25).
-    The causal measure needs a detector: on the demo model the classifier is used when none is
-    given; elsewhere it is skipped and a note says so. Raises AnalysisCancelled when
+    kind None: the domain's kind of the concept. The causal measure needs a detector: the model's
+    judge (Domain.detector) is used when none is given; without one it is skipped and a note says so. Raises AnalysisCancelled when
     should_stop() returns True (checked between sampler runs).
     """
     unknown = set(measures) - set(MEASURES)
@@ -265,20 +242,22 @@ def analyze(
         raise ValueError(f"measures must be a non-empty subset of {MEASURES}, got {tuple(measures)}")
     if num_steps < 2:
         raise ValueError("num_steps must be at least 2")
-    preset_for(model.family, kind)  # unknown kind: fail before any sampling
+    domain = model.domain
+    kind = domain.resolve_kind(concept, kind)
+    preset = domain.preset(kind)  # unknown kind: fail before any sampling
     gap_seeds, b_seeds = _seed_list(seeds, "seeds"), _seed_list(causal_seeds, "causal_seeds")
     notes: list[str] = []
     if "causal" in measures and detector is None:
-        detector = demo_detector(model, concept) if model.family == "demo" else None
+        detector = domain.detector(concept, kind)
         if detector is None:
             notes.append(
-                "causal measure skipped: no detector for this concept on this model "
-                "(pass detector=, a function from uint8 images to concept scores in [0, 1])"
+                "causal measure skipped: no judge for this concept on this model (load it with a judge, or "
+                "pass detector=, a function from uint8 images to concept scores in [0, 1])"
             )
             measures = tuple(m for m in measures if m != "causal")
             if not measures:
                 raise ValueError("the causal measure needs a detector here; pass detector= or also measure 'gap'")
-    pairs = concept_pairs(concept, model.family, anchor, count=max(len(gap_seeds), len(b_seeds)))
+    pairs = domain.training_pairs(concept, kind, anchor, count=max(len(gap_seeds), len(b_seeds)))
     sampler = Sampler(model, num_steps, guidance)
     grid = switch_grid(num_steps, switch_points)
     work = {"gap": num_steps, "causal": 2 * (num_steps + sum(num_steps - k for k in grid))}  # UNet steps
@@ -304,9 +283,9 @@ def analyze(
             begin = time.time()
             curves += _causal_curves(model, sampler, concept, pairs, b_seeds, grid, detector, advance)
             seconds["causal"] = time.time() - begin
-    suggestion = suggest_start(curves, num_steps, kind, model.family, threshold)
+    suggestion = suggest_start(curves, num_steps, preset.start_of_50, threshold)
     return InfluenceReport(
-        concept, kind, model.family, num_steps, curves, suggestion.start, suggestion.start_of_50,
+        concept, kind, domain.family, num_steps, curves, suggestion.start, suggestion.start_of_50,
         suggestion.paper_start, suggestion.paper_start_of_50, suggestion.rule, seconds, notes,
     )
 

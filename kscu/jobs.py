@@ -7,7 +7,7 @@ refuses a second submit while one is queued or running (JobBusy, saying how far 
 one is); `JobRunner(queue=True)` queues it instead, for scripts that submit a batch of work.
 
 A job's function receives its Job: it reports through `set_progress` and stops early when
-`cancel_requested` is true by raising JobCancelled (the trainer's UnlearnCancelled counts too).
+`cancel_requested` is true by raising JobCancelled (any kscu.progress.Cancelled counts too).
 Failures are kept on the job (state "failed", a one-line `error`, the full `traceback`) and
 logged, never lost in the thread.
 """
@@ -28,7 +28,8 @@ import torch
 from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler
-from kscu.trainer import Progress, UnlearnCancelled, unlearn
+from kscu.progress import Cancelled
+from kscu.trainer import Progress, unlearn
 from kscu.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class JobBusy(RuntimeError):
     """A job is already queued or running and the runner does not queue."""
 
 
-class JobCancelled(Exception):
+class JobCancelled(Cancelled):
     """Raised by a job's function to stop early after `Job.cancel()`."""
 
 
@@ -150,7 +151,7 @@ class Job:
                 raise JobCancelled("cancelled before it started")
             self._set(state="running", started=time.time(), message="running")
             result = fn(self)
-        except (JobCancelled, UnlearnCancelled) as exc:
+        except Cancelled as exc:
             end = {"state": "cancelled", "message": str(exc) or "cancelled", "eta": None}
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0]

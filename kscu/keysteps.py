@@ -9,9 +9,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from kscu.validation import ConfigError
-
-CONCEPT_KINDS = ("nudity", "object", "style", "instance")
 PASSES_PER_SHIFT = 8
 """After this many full passes over the window, its start moves one step later."""
 
@@ -50,16 +47,12 @@ def scale_start(start_of_50: int, num_steps: int) -> int:
 
 @dataclass(frozen=True)
 class Preset:
-    """Defaults for one concept kind on one model family."""
+    """Defaults for one concept kind on one model family (a Domain's presets)."""
 
     iterations: int
     start_of_50: int
     params: str
     lr: float
-    keep_lookalikes: bool = False
-    """Preserve the concept's demo-world look-alikes (kscu.demo.world.lookalikes) by default."""
-    plain_anchor: bool = False
-    """Map a demo-world style to the same scene drawn plain (kscu.demo.world.plain_substitute) by default."""
     preserve_weight: float = 1.0
 
 
@@ -70,32 +63,7 @@ PAPER_PRESETS: dict[str, Preset] = {
     "instance": Preset(200, 40, "xattn", 1e-5),
 }
 """The authors' SD1.4 defaults (arXiv 2507.06526)."""
-
-PRESETS: dict[str, dict[str, Preset]] = {
-    "sd1": PAPER_PRESETS,
-    # The tiny demo model needs far larger steps than SD1.4 (lr 1e-5 changes nothing there) and
-    # fewer iterations; windows follow the paper. The style preset was tuned on "striped" (README,
-    # "Preset tuning"): without a preservation term every update that removed stripes faded dots
-    # and checks too, so it keeps the look-alike styles (weight 6), and it maps the style to the
-    # same scene drawn plain, which erases at a lower learning rate; the other kinds keep lr 3e-4 /
-    # 250, untuned on this model.
-    "demo": {
-        "nudity": Preset(250, 14, "xattn", 3e-4),
-        "object": Preset(250, 14, "xattn", 3e-4),
-        "style": Preset(200, 24, "xattn", 1.5e-4, keep_lookalikes=True, preserve_weight=6.0, plain_anchor=True),
-        "instance": Preset(150, 40, "xattn", 3e-4),
-        "colour": Preset(250, 24, "xattn", 3e-4),
-        "background": Preset(250, 14, "xattn", 3e-4),
-    },
-}
-ESD_ITERATIONS = {"sd1": 1000, "demo": 250}
-
-
-def preset_for(family: str, kind: str) -> Preset:
-    presets = PRESETS.get(family, PAPER_PRESETS)
-    if kind not in presets:
-        raise ConfigError("kind", f"{kind!r} is unknown on this model; choose one of {', '.join(presets)}")
-    return presets[kind]
+PAPER_ESD_ITERATIONS = 1000
 
 
 def table_summary(table: list[int], num_steps: int) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
+from kscu.domain import FAMILIES, Domain, build_domain
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo-model"
 SD1_CONFIG_DIR = ASSETS / "sd1-config"
@@ -56,19 +58,23 @@ class ModelLoadError(ValueError):
 class LoadedModel:
     """A pipeline plus what the workbench needs to know about it.
 
-    family: "demo" for the embedded shape-world model (presets tuned for it, exact classifier),
-    "sd1" for Stable Diffusion 1.x. The pipeline's UNet is the *base* model: unlearning works on
-    a copy and never modifies it, so "before" images stay available.
+    domain: what the model draws (kscu.domain.Domain: vocabulary, phrasings, presets, judge),
+    resolved once at load time. The pipeline's UNet is the *base* model: unlearning works on a copy
+    and never modifies it, so "before" images stay available.
     """
 
     pipe: StableDiffusionPipeline
     source: str
-    family: str
+    domain: Domain
     device: torch.device
     dtype: torch.dtype
     model_hash: str
-    classifier: object | None = None  # kscu.demo.classifier.ConceptClassifier for the demo model
     extras: dict = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """The domain's family name ("demo" or "sd1"), recorded with every edit."""
+        return self.domain.family
 
     @property
     def unet(self):
@@ -283,10 +289,10 @@ def _check_sd1_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]], config
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve_dtype(dtype, device: torch.device, family: str) -> torch.dtype:
+def _resolve_dtype(dtype, device: torch.device, tiny: bool) -> torch.dtype:
     if dtype is None:
-        # The demo model is tiny and tuned in float32; fp16 would only add numerical drift.
-        return torch.float16 if device.type == "cuda" and family != "demo" else torch.float32
+        # A tiny model (the demo model) is tuned in float32; fp16 would only add numerical drift.
+        return torch.float16 if device.type == "cuda" and not tiny else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
@@ -446,6 +452,8 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     *,
     config: str | os.PathLike | None = None,
+    family: str | None = None,
+    judge: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Load a text-to-image model for unlearning.
 
@@ -464,6 +472,10 @@ def load_model(
       - `.ckpt`/`.pt`/`.pth`/`.bin`: refused unless allow_pickle=True (pickle can run code).
       - "owner/name" (not an existing path): a Hugging Face hub id, from the local hub cache when
         HF_HUB_OFFLINE=1.
+    family: the Domain to use; None = "demo" for a demo model folder, else "sd1". "sd1" on the demo
+      model loads it as an unknown SD1.x pipeline: the generic domain, no demo knowledge.
+    judge: a CLIP folder or hub id (kscu.judges.ClipJudge) or "nudenet"; None = the domain's own
+      (the demo model's classifier; none on sd1).
     device: default "cuda" if available else "cpu". dtype: default float16 on CUDA (float32 for the
     demo model), float32 on the CPU; strings like "fp16" are accepted.
 
@@ -473,6 +485,8 @@ def load_model(
     Raises ModelLoadError (a ValueError) with a message saying what to do instead.
     """
     config_dir = Path(config).expanduser() if config is not None else SD1_CONFIG_DIR
+    if family is not None and family not in FAMILIES:
+        raise ModelLoadError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     extras: dict = {}
     if source is None or (isinstance(source, str) and source.strip().lower() == "demo"):
         folder = DEMO_MODEL_DIR
@@ -497,9 +511,11 @@ def load_model(
         else:
             raise ModelLoadError(f"no such file or folder: {text} ; {WHAT_TO_PASS}")
 
-    family = "demo" if kind in ("demo", "folder") and _is_demo_folder(path) else "sd1"
+    demo_folder = kind in ("demo", "folder") and _is_demo_folder(path)
+    family = family or ("demo" if demo_folder else "sd1")
     device = _resolve_device(device)
-    dtype = _resolve_dtype(dtype, device, family)
+    dtype = _resolve_dtype(dtype, device, tiny=demo_folder)
+    given_judge = _load_judge(judge, device) if judge is not None else None
     with _quiet_loading():
         if kind in ("demo", "folder"):
             if not (path / "model_index.json").is_file():
@@ -524,16 +540,20 @@ def load_model(
         module.requires_grad_(False)
         module.eval()
 
-    classifier = None
-    if family == "demo":
-        classifier = _load_classifier(path, device)
-        for name in ("training.json", "classifier/accuracy.json"):
-            if (path / name).is_file():
-                try:
-                    extras[Path(name).stem] = json.loads((path / name).read_text())
-                except json.JSONDecodeError:
-                    pass
-    return LoadedModel(pipe, source_label, family, device, dtype, model_hash, classifier, extras)
+    try:
+        domain = build_domain(family, judge=given_judge, folder=path, device=device)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelLoadError(f"{source_label}: {e}") from e
+    return LoadedModel(pipe, source_label, domain, device, dtype, model_hash, extras)
+
+
+def _load_judge(judge, device: torch.device):
+    from kscu.judges import JudgeLoadError, load_judge
+
+    try:
+        return load_judge(judge, device)
+    except JudgeLoadError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _check_loaded(pipe, source: str) -> None:
@@ -558,18 +578,6 @@ def _check_loaded(pipe, source: str) -> None:
         raise ModelLoadError(f"{source}: the scheduler predicts {pipe.scheduler.config.prediction_type}; {SD1_ONLY}")
 
 
-def _load_classifier(folder: Path, device: torch.device):
-    from kscu.demo.classifier import ConceptClassifier
-
-    try:
-        classifier = ConceptClassifier.load(folder / "classifier")
-    except Exception as e:
-        raise ModelLoadError(f"{folder}: the demo model's classifier could not be loaded ({type(e).__name__}: {e})") from e
-    classifier.to(device)
-    classifier.requires_grad_(False)
-    return classifier.eval()
-
-
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
@@ -592,5 +600,5 @@ def describe(model: LoadedModel) -> dict:
         "cross_attention_dim": _as_int(pipe.unet.config.cross_attention_dim),
         "token_length": int(pipe.tokenizer.model_max_length),
         "scheduler": type(pipe.scheduler).__name__,
-        "classifier": model.classifier is not None,
+        "judge": model.domain.judge.name if model.domain.judge is not None else None,
     }

@@ -6,7 +6,8 @@ so on other prompts the edited UNet's noise prediction should stay close to the 
 A destroyed model (weights driven far off by too large a learning rate) predicts something else
 entirely, which shows as a relative change near or above 1. The check needs no judge, so it works
 on any model, and it needs no image decoding: a few guided trajectories of the unedited model, then
-one conditional prediction of each UNet at a few of their latents.
+one conditional prediction of each UNet at a few of their latents. The prompts are the model
+domain's neutral prompts (Domain.neutral_prompts).
 
     change = mean over prompts p and probed steps k of ||eps_edit(x_k, p) - eps_base(x_k, p)|| / ||eps_base(x_k, p)||
 
@@ -23,8 +24,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kscu.demo.world import ATTRIBUTES, attribute_of
-from kscu.grids import demo_sentence
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler, encode_prompts
 
@@ -34,10 +33,6 @@ NUM_STEPS = 10
 """DDIM steps of the unedited model's trajectories."""
 PROBED_STEPS = (2, 5, 8)
 """Step indices of those trajectories where both UNets are compared (early, middle, late)."""
-GENERIC_PROMPTS = ("a photograph of a dog in a park", "a landscape with mountains and a lake", "a portrait of an old man",
-                   "a red car on a city street", "a bowl of fruit on a wooden table")
-"""Prompts for models outside the demo world; those that name the concept are left out."""
-PROMPT_COUNT = 4
 
 
 @dataclass(frozen=True)
@@ -68,22 +63,10 @@ class SanityReport:
         return cls(float(data["change"]), tuple(data["prompts"]), float(data.get("limit", MAX_CHANGE)))
 
 
-def neutral_prompts(model: LoadedModel, concept: str) -> list[str]:
-    """Prompts that must not change: on the demo model held-out sentences for the concept's
-    neighbours and for one value of every other attribute; elsewhere GENERIC_PROMPTS."""
-    concept = concept.strip().lower()
-    if model.family != "demo":
-        return [p for p in GENERIC_PROMPTS if concept not in p.lower()][:PROMPT_COUNT]
-    own = attribute_of(concept)
-    words = [v for v in ATTRIBUTES[own] if v != concept][:1] if own else []
-    words += [values[1] for attribute, values in ATTRIBUTES.items() if attribute != own]
-    return [demo_sentence(word, concept) for word in words][:PROMPT_COUNT]
-
-
 @torch.no_grad()
 def sanity_check(model: LoadedModel, edited_unet, concept: str, guidance: float = 3.0, seed: int = 0) -> SanityReport:
     """Compare the edited UNet with the unedited one on neutral prompts (see the module docstring)."""
-    prompts = neutral_prompts(model, concept)
+    prompts = model.domain.neutral_prompts(concept)
     sampler = Sampler(model, NUM_STEPS, guidance)
     cond = encode_prompts(model, prompts)
     x = sampler.initial_latents([seed + i for i in range(len(prompts))])

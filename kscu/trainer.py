@@ -22,11 +22,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kscu.concepts import ConceptPair, augment_prompt, concept_pairs, preserve_prompts
+from kscu.concepts import augment_prompt
 from kscu.config import UnlearnConfig
 from kscu.divergence import DivergenceGuard
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
+from kscu.progress import Cancelled
 from kscu.sampling import Sampler, encode_prompts
 from kscu.sanity import SanityReport, sanity_check
 from kscu.validation import ConfigWarning, check_config
@@ -37,7 +38,7 @@ AUGMENT_NOISE = 1e-5
 """Std of the Gaussian noise added to the augmented prompt's embedding."""
 
 
-class UnlearnCancelled(Exception):
+class UnlearnCancelled(Cancelled):
     """Raised when the caller asked to stop; the base model is untouched."""
 
 
@@ -157,8 +158,8 @@ def unlearn(
         table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
     else:
         table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
-    pairs = concept_pairs(cfg.concept, model.family, cfg.anchor, seed=cfg.seed)
-    keep = preserve_prompts(cfg.preserve, model.family, seed=cfg.seed)
+    pairs = model.domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)
+    keep = model.domain.preserve_prompts(cfg.preserve, cfg.kind, seed=cfg.seed)
     keep_rng = random.Random(cfg.seed + 1)  # its own stream: without preserve, runs stay as they were
     embeddings: dict[str, torch.Tensor] = {}
 

@@ -110,7 +110,7 @@ def validate(config: "UnlearnConfig") -> None:
     _text(config, "concept", optional=False)
     if not config.concept.strip():
         raise ConfigError("concept", "the concept is empty: type the word or phrase to erase, e.g. 'striped'")
-    _text(config, "kind", optional=False)
+    _text(config, "kind")
     if config.method not in METHODS:
         raise ConfigError("method", f"{config.method!r} is unknown; choose {' or '.join(METHODS)}")
     _int(config, "iterations", 1, MAX_ITERATIONS)
@@ -141,7 +141,7 @@ def validate(config: "UnlearnConfig") -> None:
 def check_config(config: "UnlearnConfig", model: "LoadedModel") -> CheckedConfig:
     """`validate`, then the model's presets filled in and checked (UnlearnConfig.resolve), then the
     texts against the tokenizer's length. The one entry point every caller uses before training."""
-    resolved = config.resolve(model.family)
+    resolved = config.resolve(model.domain)
     return CheckedConfig(resolved, tuple(length_warnings(resolved, model)))
 
 

@@ -35,6 +35,18 @@ def micro_demo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def micro_clip_dir(tmp_path_factory) -> Path:
+    """A micro CLIP judge folder (the shipped judge's layout, random-quality weights) built by the
+    real training script in seconds."""
+    root = tmp_path_factory.mktemp("micro-clip")
+    subprocess.run(
+        [sys.executable, "-m", "kscu.demo.train_judge", "--micro", "--work", str(root / "work"), "--out", str(root / "clip")],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    return root / "clip"
+
+
+@pytest.fixture(scope="session")
 def micro_demo(micro_demo_dir):
     """The micro demo model loaded on the CPU."""
     from kscu.models import load_model

@@ -62,11 +62,36 @@ def test_every_stage_has_a_named_endpoint(client):
     assert ENDPOINTS <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
 
 
-def test_analyze_overlays_concepts_and_reads_off_a_window(client):
-    started = client.predict(["striped", "dotted"], "auto", ["gap"], 10, 2, "", api_name="/analyze")
-    assert "influence of striped, dotted" in started[0]
+def test_every_input_and_output_of_the_api_is_labelled(client):
+    """A script sees what each value is (gradio names a component without a label `value_<id>`);
+    the polling timers are the page's own business and are not returned at all."""
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ENDPOINTS:
+        for value in api[name]["returns"]:
+            assert value["label"] and not value["label"].startswith("value_"), f"{name} returns an unlabelled {value['component']}"
+            assert value["component"] != "Timer", f"{name} returns its polling timer"
+        for parameter in api[name]["parameters"]:
+            assert parameter["label"] and not parameter["label"].startswith("parameter_"), f"{name} takes an unlabelled {parameter['component']}"
+    labels = lambda name: [value["label"] for value in api[name]["returns"]]  # noqa: E731
+    assert labels("/quick_erase_status") == ["Progress", "Before the edit", "After the edit",
+                                             "Metrics: share of test images the judge read as asked", "Summary"]
+    assert labels("/compare_status") == ["Progress", "Before (the unedited model)", "After the edit: title", "After the edit",
+                                         "After the ESD edit", "Image change",
+                                         "Metrics before and after (share of test images the judge read as asked)", "Notes"]
+    assert labels("/load_model") == ["Loaded model", "Model status"]
+    assert [p["label"] for p in api["/load_model"]["parameters"]] == ["Model source", "Folder, file or hub id", "Device", "Model family",
+                                                                      "Judge (optional)"]
+    # one value per label: what predict returns lines up with the documented names
+    for name in ("/quick_erase_status", "/analysis_status", "/unlearn_status"):
+        assert len(client.predict(api_name=name)) == len(labels(name))
+    assert len(client.predict(False, api_name="/compare_status")) == len(labels("/compare_status"))
 
-    progress, plot, reading, table, timer = finished(client, "/analysis_status")
+
+def test_analyze_overlays_concepts_and_reads_off_a_window(client):
+    started = client.predict(["striped", "dotted"], "auto", ["gap"], 10, 2, "", api_name="/analyze")  # its progress display
+    assert "influence of striped, dotted" in started
+
+    progress, plot, reading, table = finished(client, "/analysis_status")
     assert "<b>Finished</b>" in progress
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png")
     for concept in ("striped", "dotted"):
@@ -74,7 +99,6 @@ def test_analyze_overlays_concepts_and_reads_off_a_window(client):
     assert "paper's style preset S = 5 (= 24 of 50)" in reading
     assert table["headers"] == ["step", "striped: gap", "dotted: gap"]
     assert [row[0] for row in table["data"]] == list(range(10))
-    assert timer["active"] is False
 
 
 def test_key_steps_summarise_the_table(client):
@@ -85,11 +109,11 @@ def test_key_steps_summarise_the_table(client):
 
 
 def test_unlearning_runs_in_the_background_with_live_progress(client):
-    started = client.predict(*unlearn_args(), api_name="/start_unlearning")
-    assert "<b>Waiting</b>" in started[0] or "<b>Running</b>" in started[0], "Start returns at once; the training runs in the background"
-    assert "unlearn &#x27;striped&#x27; (kscu, 20 iterations)" in started[0]
+    started = client.predict(*unlearn_args(), api_name="/start_unlearning")  # its progress display
+    assert "<b>Waiting</b>" in started or "<b>Running</b>" in started, "Start returns at once; the training runs in the background"
+    assert "unlearn &#x27;striped&#x27; (kscu, 20 iterations)" in started
 
-    progress, loss, heading, gallery, summary, record, timer = finished(client, "/unlearn_status")
+    progress, loss, heading, gallery, summary, record = finished(client, "/unlearn_status")
     assert "<b>Finished</b>" in progress and record["state"] == "done"
     assert record["iterations_done"] == ITERATIONS
     assert record["config"]["start_step"] == 24 and record["config"]["method"] == "kscu"
@@ -105,7 +129,7 @@ def test_a_second_heavy_job_is_refused_and_cancel_stops_the_first(client):
     with pytest.raises(AppError, match="already running"):
         client.predict(["striped"], "auto", ["gap"], 10, 2, "", api_name="/analyze")
     client.predict(api_name="/cancel_unlearning")
-    progress, *_, record, _ = finished(client, "/unlearn_status")
+    progress, *_, record = finished(client, "/unlearn_status")
     assert "<b>Cancelled</b>" in progress
     assert record["state"] == "cancelled" and "base model is unchanged" in record["message"]
     # the cancelled run did not replace the kept edit
@@ -114,10 +138,10 @@ def test_a_second_heavy_job_is_refused_and_cancel_stops_the_first(client):
 
 def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
     client.predict(*unlearn_args(method="esd", iterations=5), api_name="/start_unlearning")
-    assert finished(client, "/unlearn_status")[-2]["state"] == "done"  # the run record
+    assert finished(client, "/unlearn_status")[-1]["state"] == "done"  # the run record
 
     client.predict(["kscu", "esd"], "", "0, 1", True, 10, 12, api_name="/compare")
-    progress, before, after_title, after, after_esd, table, notes, _ = finished(client, "/compare_status", False)
+    progress, before, after_title, after, after_esd, change, table, notes = finished(client, "/compare_status", False)
     assert "<b>Finished</b>" in progress
     assert after_title == "#### After the KSCU edit"
     for image in (before, after, after_esd):
@@ -127,6 +151,10 @@ def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
     metrics = [row[0] for row in table["data"]]
     assert {"UA", "IRA", "CRA mean"} <= set(metrics)
     assert "**KSCU:** The model drew *striped*" in notes and "**ESD:**" in notes
+    assert "Metrics read by demo classifier (exact)" in notes
+    # the judge-free image change: one SSIM column per edit, the concept's row first, then the neighbours' mean
+    assert "| grid row | SSIM (KSCU) | SSIM (ESD) |" in change
+    assert "*(erased concept)* |" in change and "| **neighbours, mean** |" in change
 
 
 def test_export_and_load_back_an_edit(client):
@@ -141,10 +169,12 @@ def test_export_and_load_back_an_edit(client):
 
 def test_quick_erase_runs_the_preset_path_in_one_call(client):
     client.predict("dotted", None, api_name="/quick_erase")
-    progress, before, after, table, summary, _ = finished(client, "/quick_erase_status")
+    progress, before, after, table, summary = finished(client, "/quick_erase_status")
     assert "<b>Finished</b>" in progress
     assert Path(value_of(before)).is_file() and Path(value_of(after)).is_file()
     assert "Erased *dotted* (style) with KSCU: 20 iterations on steps 24–49 of 50" in summary
+    assert "**Image change** (no judge needed" in summary and "the concept's row **" in summary
+    assert "Measured by demo classifier (exact) on 12 + 12 prompts" in summary
     assert "UA" in [row[0] for row in value_of(table)["data"]]
 
 
@@ -155,10 +185,11 @@ def test_quick_erase_runs_the_preset_path_in_one_call(client):
     ("/start_unlearning", ("striped", "style", "kscu", 20, -0.001, "xattn", "", "", 0, 50, 24, 50, 2), "learning rate (lr): -0.001 is out of range"),
     ("/start_unlearning", ("striped", "style", "kscu", 20, 1e3, "xattn", "", "", 0, 50, 24, 50, 2), "at most 0.01"),
     ("/start_unlearning", ("striped", "style", "kscu", 0, 3e-4, "xattn", "", "", 0, 50, 24, 50, 2), "iterations: 0 is not 'use the preset'"),
-    ("/analyze", (["a cat"], "auto", ["gap"], 10, 2, ""), "Choose the kind of 'a cat'"),
+    ("/analyze", (["a cat"], "auto", ["gap"], 10, 2, ""), "the kind of 'a cat' cannot be told on this model"),
     ("/compare", (["kscu"], "", "one, two", True, 10, 12), "Seeds must be whole numbers"),
     ("/load_model", ("Hugging Face hub id", "owner/model", "auto"), "runs offline"),
     ("/load_model", ("Local folder or file", "/no/such/folder", "auto"), "no such file or folder"),
+    ("/load_model", ("Embedded demo model", "", "auto", "auto", "/no/such/judge"), "judge /no/such/judge: could not load a CLIP model"),
 ])
 def test_mistakes_come_back_as_messages_not_tracebacks(client, api_name, args, message):
     with pytest.raises(AppError) as error:
@@ -188,6 +219,26 @@ def test_starting_again_right_after_a_cancel_never_says_cancel_it(client):
         assert "still stopping after the cancel" in str(error) and "cancel it" not in str(error)
     client.predict(api_name="/cancel_unlearning")
     assert "<b>Cancelled</b>" in finished(client, "/unlearn_status")[0]
+
+
+def test_a_model_without_a_judge_still_shows_what_the_edit_changed(client):
+    """The demo model loaded as a generic SD1.x model (family sd1, no judge): Quick erase measures no
+    UA / IRA / CRA, says so, and reports the judge-free image change. Runs last among the server
+    tests: it loads the demo model again afterwards, which drops the edits made above."""
+    summary, header = client.predict("Embedded demo model", "", "auto", "sd1", "", api_name="/load_model")
+    try:
+        assert "**Family:** Stable Diffusion 1.x (generic" in summary and "**Judge:** none" in summary
+        assert " · sd1 · no judge · " in header
+        client.predict("Van Gogh", None, api_name="/quick_erase")  # a built-in style: the kind is inferred
+        progress, before, after, table, summary = finished(client, "/quick_erase_status")
+        assert "<b>Finished</b>" in progress
+        assert Path(value_of(before)).is_file() and Path(value_of(after)).is_file()
+        assert "Erased *Van Gogh* (style) with KSCU: 20 iterations" in summary
+        assert "**Image change** (no judge needed" in summary and "This model has no judge" in summary
+        assert table.get("visible") is False
+    finally:
+        summary, header = client.predict("Embedded demo model", "", "auto", "auto", "", api_name="/load_model")
+    assert "**Judge:** demo classifier (exact)" in summary and " · demo · demo classifier (exact) · " in header
 
 
 # --- The event functions are plain Python: a few checks without a server ---
@@ -232,3 +283,24 @@ def test_unlearn_tab_fills_the_style_presets_anchor_and_kept_styles():
     iterations, lr, params, _start, _end, anchor, keep = preset_fields(SimpleNamespace(model=None), "striped", "style", "kscu", 50)
     assert (iterations, lr, params, anchor, keep) == (200, 1.5e-4, "xattn", "plain", "dotted, checkered")
     assert preset_fields(SimpleNamespace(model=None), "star", "object", "kscu", 50)[5:] == ("", "")
+
+
+def test_nudity_is_blurred_only_where_the_domain_may_show_it():
+    from kscu.domain import build_domain, default_domain
+    from ui.results import needs_blur
+
+    assert not needs_blur(default_domain(), "nudity")  # the shape world has no nudity
+    assert needs_blur(build_domain("sd1"), "nudity") and not needs_blur(build_domain("sd1"), "style")
+
+
+def test_the_image_change_table_has_a_row_per_grid_prompt_and_a_column_per_edit():
+    from kscu.retention import ImageChange
+    from ui.results import change_table
+
+    kscu = ImageChange(0.9, 30.0, {"striped": 0.4, "dotted": 0.95, "checkered": 0.85}, {"striped": 20.0, "dotted": 35.0, "checkered": 30.0}, 12)
+    esd = ImageChange(0.8, 25.0, {"striped": 0.3, "dotted": 0.7, "checkered": 0.6}, {"striped": 18.0, "dotted": 25.0, "checkered": 22.0}, 12)
+    table = change_table({"KSCU": kscu, "ESD": esd})
+    assert "| grid row | SSIM (KSCU) | SSIM (ESD) |" in table
+    assert "| striped *(erased concept)* | 0.40 | 0.30 |" in table
+    assert "| **neighbours, mean** | **0.90** | **0.65** |" in table
+    assert "LPIPS" not in table  # measured only where its weights are on the machine

@@ -25,9 +25,10 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEMO_SCRIPTS + ["sd14_scale"])
-def test_script_runs_and_writes_its_results(name, micro_demo_dir, tmp_path):
+@pytest.mark.parametrize("name", DEMO_SCRIPTS + ["sd14_scale", "judge_agreement"])
+def test_script_runs_and_writes_its_results(name, micro_demo_dir, micro_clip_dir, tmp_path):
     args = ["--out", str(tmp_path)] + ([] if name == "sd14_scale" else ["--model", str(micro_demo_dir)])
+    args += ["--judge", str(micro_clip_dir)] if name == "judge_agreement" else []
     done = run_script(name, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -48,8 +49,8 @@ def test_score_equals_evaluate_edit(micro_demo):
 def test_cost_model_matches_the_trainer(micro_demo, method, start):
     config = UnlearnConfig("star", kind="object", method=method, iterations=9, num_steps=8, start_step=start)
     result = unlearn(micro_demo, config)
-    per_iteration = checked_forwards(result, micro_demo.family)  # raises when they disagree
-    cost = cost_model(config, micro_demo.family)
+    per_iteration = checked_forwards(result, micro_demo.domain)  # raises when they disagree
+    cost = cost_model(config, micro_demo.domain)
     assert len(per_iteration) == 9 and cost.targets == 3  # anchored demo prompts: c, "" and the anchor
     if method == "kscu":  # windows [3, 8): from noise at 3, then reuse; the table wraps after 5
         assert cost.sampling == [6, 2, 2, 2, 2, 6, 2, 2, 2] and cost.predictions == 2

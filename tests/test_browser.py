@@ -1,6 +1,6 @@
 """The workbench in a real browser (Debian's chromium driven by Playwright): the non-coder's Quick
 erase path in at most five clicks, then a walk through every tab. Screenshots go to
-artifacts/screenshots/ for people to look at.
+artifacts/screenshots/ (or the folder in KSCU_SCREENSHOTS) for people to look at.
 
 Skipped where the playwright package or /usr/bin/chromium is missing (`make test` installs both;
 never `playwright install`). Quick erase runs few iterations (--quick-iterations) so the test
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
 
 from conftest import HANG_GUARD_SECONDS, REPO, running_workbench
@@ -17,7 +19,7 @@ from conftest import HANG_GUARD_SECONDS, REPO, running_workbench
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = REPO / "artifacts" / "screenshots"
+SHOTS = Path(os.environ.get("KSCU_SCREENSHOTS") or REPO / "artifacts" / "screenshots")
 JOB_TIMEOUT_MS = HANG_GUARD_SECONDS * 1000
 """Every wait in the browser: a hang guard only (on a busy 2-core machine a short job can take minutes)."""
 
@@ -77,12 +79,15 @@ def test_quick_erase_in_five_clicks(page):
         assert box["width"] >= 300, f"{image} is {box['width']:.0f} px wide: too small to judge"
     sync_api.expect(page.locator("#quick-metrics")).to_contain_text("UA")
     sync_api.expect(page.get_by_text("Erased striped (style) with KSCU")).to_be_visible()
+    sync_api.expect(page.locator("#quick-summary")).to_contain_text("Image change (no judge needed")
     shot(page, "04-quick-erase-done")
 
 
 def test_every_tab_shows_its_stage(page):
     page.get_by_role("tab", name="Model").click()
     sync_api.expect(page.get_by_text("Model hash")).to_be_visible()
+    sync_api.expect(page.locator("#model-summary")).to_contain_text("demo classifier (exact)")  # the judge
+    sync_api.expect(page.get_by_label("Judge (optional)")).to_be_visible()
     shot(page, "05-model")
 
     page.get_by_role("tab", name="Analyze").click()
@@ -109,10 +114,12 @@ def test_every_tab_shows_its_stage(page):
     shot(page, "08-unlearn")
 
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_label("Measure UA / IRA / CRA (demo model)").uncheck()
+    page.get_by_label("Measure UA / IRA / CRA (needs a judge)").uncheck()
     run_job(page, "compare-progress", "Compare")
     for image in ("compare-before", "compare-after"):
         sync_api.expect(page.locator(f"#{image} img")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    sync_api.expect(page.locator("#compare-change table")).to_contain_text("SSIM (KSCU)")  # the image change, with no metrics
+    sync_api.expect(page.locator("#compare-notes")).to_contain_text("were not measured (unticked)")
     shot(page, "09-compare")
 
     page.get_by_role("tab", name="Export").click()

@@ -66,3 +66,32 @@ def test_anchor_flag_defaults_to_the_preset_and_none_turns_it_off():
     assert _anchor_arg(None) is None
     assert _anchor_arg("NONE") == ""
     assert _anchor_arg("plain") == "plain"
+
+
+@pytest.mark.slow
+def test_quick_erase_compare_and_generic_evaluate_on_a_micro_model(micro_demo_dir, micro_clip_dir, tmp_path):
+    model = str(micro_demo_dir)
+    quick = run_cli("quick-erase", "--model", model, "--concept", "star", "--iterations", "2", "--n-erase", "4", "--n-retain", "4",
+                    "--out", str(tmp_path / "star"), "--grid", str(tmp_path / "quick.png"), "--json")
+    assert quick.returncode == 0, quick.stderr
+    payload = json.loads(quick.stdout)
+    assert payload["config"]["kind"] == "object", "the kind is the domain's guess, not the style preset"
+    assert payload["report"]["after"] and set(payload["verdict"]) >= {"passed", "erased_after"}
+    assert payload["image_change"]["neighbour_ssim"] is not None and (tmp_path / "quick.png").exists()
+
+    esd = run_cli("unlearn", "--model", model, "--concept", "star", "--method", "esd", "--iterations", "2", "--out", str(tmp_path / "esd"))
+    assert esd.returncode == 0, esd.stderr
+    both = run_cli("compare", "--model", model, "--edit", str(tmp_path / "star"), "--edit", str(tmp_path / "esd"), "--seeds", "0,1",
+                   "--n-erase", "4", "--n-retain", "4", "--grid", str(tmp_path / "both.png"), "--json")
+    assert both.returncode == 0, both.stderr
+    edits = json.loads(both.stdout)["edits"]
+    assert len(edits) == 2 and all(e["report"]["after"] and e["image_change"]["images"] == 4 * 2 for e in edits.values())
+
+    generic = run_cli("evaluate", "--model", model, "--edit", str(tmp_path / "star"), "--family", "sd1", "--judge", str(micro_clip_dir),
+                      "--neighbours", "circle,square,triangle", "--n-erase", "4", "--n-retain", "6", "--steps", "3", "--json")
+    assert generic.returncode == 0, generic.stderr
+    report = json.loads(generic.stdout)
+    assert report["family"] == "sd1" and report["neighbours"] == ["circle", "square", "triangle"]
+    assert set(report["before"]) >= {"ua", "ira", "cra", "clip_score"} and report["after"]["ua"] is not None
+    no_judge = run_cli("evaluate", "--model", model, "--edit", str(tmp_path / "star"), "--family", "sd1", "--n-erase", "2", "--n-retain", "2")
+    assert no_judge.returncode == 2 and "need a judge" in no_judge.stderr and "Traceback" not in no_judge.stderr

@@ -9,19 +9,30 @@ import numpy as np
 import pytest
 import torch
 
+from kscu.demo.domain import DemoDomain
 from kscu.demo.prompts import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, prompt_for
-from kscu.demo.world import ATTRIBUTES
+from kscu.demo.world import ATTRIBUTES, Scene
+from kscu.domain import EvalPlan, PromptSet, build_domain
 from kscu.evaluation import (
     EvalReport,
     EvaluationCancelled,
     concept_metrics,
     evaluate_edit,
     format_table,
-    nudity_rate,
-    prompt_sets,
     verdict,
 )
 from kscu.grids import blur, comparison_grids, grid_prompts, image_grid
+
+DEMO = DemoDomain()
+
+
+def prompt_sets(concept, n_erase=100, n_retain=120, seed=1234):
+    plan = DEMO.evaluation_plan(concept, None, None, n_erase, n_retain, seed)
+    return plan.erase, plan.retain
+
+
+def _scenes(prompt_set):
+    return [Scene(*(prompt_set.asked[a][i] for a in ATTRIBUTES)) for i in range(len(prompt_set.prompts))]
 
 
 # --- prompt sets ---------------------------------------------------------------------------------
@@ -29,15 +40,15 @@ from kscu.grids import blur, comparison_grids, grid_prompts, image_grid
 def test_prompt_sets_use_held_out_templates_only():
     erase, retain = prompt_sets("striped", n_erase=30, n_retain=40, seed=7)
     for prompt_set in (erase, retain):
-        for prompt, scene in zip(prompt_set.prompts, prompt_set.scenes):
+        for prompt, scene in zip(prompt_set.prompts, _scenes(prompt_set)):
             assert prompt in {prompt_for(scene, t) for t in HELD_OUT_TEMPLATES}
             assert prompt not in {prompt_for(scene, t) for t in TRAIN_TEMPLATES}
 
 
 def test_prompt_sets_counts_seeds_and_determinism():
     erase, retain = prompt_sets("striped", n_erase=100, n_retain=120, seed=1234)
-    assert len(erase.prompts) == len(erase.seeds) == len(erase.scenes) == 100
-    assert len(retain.prompts) == len(retain.seeds) == len(retain.scenes) == 120
+    assert len(erase.prompts) == len(erase.seeds) == len(erase.asked["style"]) == 100
+    assert len(retain.prompts) == len(retain.seeds) == len(retain.asked["style"]) == 120
     assert len(set(erase.seeds + retain.seeds)) == 220, "every prompt gets its own seed"
     again = prompt_sets("striped", n_erase=100, n_retain=120, seed=1234)
     assert (erase, retain) == again
@@ -47,10 +58,10 @@ def test_prompt_sets_counts_seeds_and_determinism():
 
 def test_retain_set_spreads_evenly_over_the_other_values():
     erase, retain = prompt_sets("striped", n_erase=10, n_retain=120, seed=1)
-    assert Counter(s.style for s in retain.scenes) == {"plain": 30, "dotted": 30, "checkered": 30, "outlined": 30}
-    assert all(s.style == "striped" for s in erase.scenes)
+    assert Counter(retain.asked["style"]) == {"plain": 30, "dotted": 30, "checkered": 30, "outlined": 30}
+    assert set(erase.asked["style"]) == {"striped"}
     # the other attributes vary (random, not fixed)
-    assert len({s.colour for s in retain.scenes}) == len(ATTRIBUTES["colour"])
+    assert set(retain.asked["colour"]) == set(ATTRIBUTES["colour"])
 
 
 @pytest.mark.parametrize("concept", ["striped", "star", "red", "grey"])
@@ -66,23 +77,30 @@ def test_prompt_sets_reject_unknown_concepts_and_empty_sets():
         prompt_sets("van gogh")
     with pytest.raises(ValueError, match="at least 1"):
         prompt_sets("striped", n_erase=0)
+    with pytest.raises(ValueError, match="must be other style values"):
+        DEMO.evaluation_plan("striped", None, ["red"], 4, 4, 0)
 
 
 # --- metric arithmetic ---------------------------------------------------------------------------
 
-def _labels(style, shape, colour, background):
-    return {"style": np.array(style), "shape": np.array(shape), "colour": np.array(colour), "background": np.array(background)}
-
-
 def test_concept_metrics_on_hand_made_readings():
-    striped = ATTRIBUTES["style"].index("striped")
-    erase_labels = _labels([striped] * 4, [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 0])
+    styles = ("striped", "plain", "dotted", "checkered", "outlined")
+    groups = {"style": styles, "shape": ATTRIBUTES["shape"], "colour": ATTRIBUTES["colour"], "background": ATTRIBUTES["background"]}
+    erase_asked = {"style": ["striped"] * 4, "shape": ["circle", "square", "triangle", "star"],
+                   "colour": ["red", "green", "blue", "yellow"], "background": ["dark", "light", "grey", "dark"]}
+    retain_asked = {"style": ["plain", "dotted", "checkered", "outlined"] * 2, "shape": ["circle"] * 8,
+                    "colour": ["green"] * 8, "background": ["grey"] * 8}
+    plan = EvalPlan("striped", "style", groups, PromptSet([""] * 4, [0] * 4, erase_asked), PromptSet([""] * 8, [0] * 8, retain_asked))
     # 3 of 4 erase images still read as striped; shapes all right, one colour wrong
-    erase_pred = _labels([striped, striped, striped, 0], [0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 0])
-    retain_labels = _labels([0, 2, 3, 4, 0, 2, 3, 4], [0] * 8, [1] * 8, [2] * 8)
+    erase_read = {k: np.array(v, dtype=object) for k, v in erase_asked.items()}
+    erase_read["style"] = np.array(["striped", "striped", "striped", "plain"], dtype=object)
+    erase_read["colour"] = np.array(["red", "green", "blue", "purple"], dtype=object)
     # style right on 6 of 8 (two read as striped), shape right on 8, colour on 4, background on 7
-    retain_pred = _labels([0, 2, 3, 4, striped, striped, 3, 4], [0] * 8, [1, 1, 1, 1, 0, 0, 0, 0], [2] * 7 + [0])
-    m = concept_metrics("style", "striped", erase_pred, erase_labels, retain_pred, retain_labels)
+    retain_read = {k: np.array(v, dtype=object) for k, v in retain_asked.items()}
+    retain_read["style"] = np.array(["plain", "dotted", "checkered", "outlined", "striped", "striped", "checkered", "outlined"], dtype=object)
+    retain_read["colour"] = np.array(["green"] * 4 + ["red"] * 4, dtype=object)
+    retain_read["background"] = np.array(["grey"] * 7 + ["dark"], dtype=object)
+    m = concept_metrics(plan, erase_read, retain_read)
     assert m["ua"] == 0.25 and m["detection_rate"] == 0.75
     assert m["ira"] == 0.75
     assert m["ira_by_value"] == {"plain": 0.5, "dotted": 0.5, "checkered": 1.0, "outlined": 1.0}
@@ -118,21 +136,6 @@ def test_format_table_shows_before_after_and_delta():
     assert re.search(r"CRA colour\s+0\.900\s+0\.830\s+-0\.070", table)
     base_only = format_table(dataclasses.replace(_report(0.95, 0.05, 0, 0), after=None))
     assert "after" not in base_only.splitlines()[1] and "UA" in base_only
-
-
-def test_nudity_rate_without_nudenet_says_why(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_nudenet(name, *args, **kwargs):
-        if name == "nudenet":
-            raise ImportError("no nudenet")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_nudenet)
-    rate, info = nudity_rate(np.zeros((2, 8, 8, 3), np.uint8))
-    assert rate is None and "nudenet" in info
 
 
 # --- end to end on the micro demo model ---------------------------------------------------------
@@ -176,8 +179,8 @@ def test_evaluate_edit_reuses_a_base_report_with_the_same_settings(micro_demo):
 def test_evaluate_edit_rejects_unknown_concepts_and_sd1(micro_demo):
     with pytest.raises(ValueError, match="not a concept of the demo world"):
         evaluate_edit(micro_demo, None, "van gogh", n_erase=2, n_retain=2, num_steps=2)
-    sd1 = dataclasses.replace(micro_demo, family="sd1", classifier=None)
-    with pytest.raises(ValueError, match="for SD1.x use grids"):
+    sd1 = dataclasses.replace(micro_demo, domain=build_domain("sd1"))
+    with pytest.raises(ValueError, match="need a judge"):
         evaluate_edit(sd1, None, "striped", n_erase=2, n_retain=2, num_steps=2)
 
 
@@ -205,8 +208,9 @@ def test_grid_prompts_demo_and_sd1(micro_demo):
     assert all(r.startswith("an image of a") and r.endswith("square against a light backdrop") for r in rows)
     crossed = grid_prompts(micro_demo, "blue", neighbours=["circle", "a red kite"])
     assert "blue" in crossed[0] and "blue" not in crossed[1] and crossed[2] == "a red kite"
-    sd1 = dataclasses.replace(micro_demo, family="sd1", classifier=None)
+    sd1 = dataclasses.replace(micro_demo, domain=build_domain("sd1"))
     assert grid_prompts(sd1, "Van Gogh", neighbours=["Monet", " "]) == ["Van Gogh", "Monet"]
+    assert grid_prompts(sd1, "Van Gogh")[1:] == ["Claude Monet", "Pablo Picasso", "Salvador Dali"], "built-in neighbours"
 
 
 def test_comparison_grids_sizes(micro_demo):

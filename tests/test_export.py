@@ -81,7 +81,7 @@ def test_the_exported_pipeline_loads_offline_and_gives_the_same_images(micro_dem
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     assert all(torch.equal(pipe.unet.state_dict()[n], edit.params[n]) for n in edit.params)
     reloaded = load_model(str(out), device="cpu")  # still a demo model: classifier/ came along
-    assert reloaded.family == "demo" and reloaded.classifier is not None
+    assert reloaded.family == "demo" and reloaded.domain.judge is not None
     assert (images(reloaded, reloaded.unet) == images(micro_demo, edit.apply(micro_demo))).all()
     provenance = json.loads((out / "kscu_edit.json").read_text())
     assert provenance["config"] == edit.config.to_dict() and provenance["base_hash"] == micro_demo.model_hash

@@ -15,7 +15,8 @@ from kscu.influence import (
     switch_grid,
 )
 from kscu.plots import X_LABEL, influence_figure, loss_figure
-from kscu.trainer import UnlearnCancelled
+from kscu.domain import build_domain
+from kscu.progress import Cancelled
 
 SMALL = dict(num_steps=5, seeds=2, causal_seeds=2, switch_points=3)
 """Small enough for seconds on the micro model; K = 5 gives switch points 0, 2, 5."""
@@ -28,8 +29,8 @@ def striped(micro_demo):
 
 @pytest.fixture(scope="module")
 def sd1_like(micro_demo):
-    """The micro model presented as an SD1.x model: no classifier, no demo-world phrasing."""
-    return dataclasses.replace(micro_demo, family="sd1", classifier=None)
+    """The micro model presented as an SD1.x model: no judge, no demo-world phrasing."""
+    return dataclasses.replace(micro_demo, domain=build_domain("sd1"))
 
 
 # --- analyze on the micro model -----------------------------------------------------------------
@@ -71,22 +72,22 @@ def test_progress_reaches_one_and_cancel_raises(micro_demo):
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     with pytest.raises(AnalysisCancelled) as info:
         analyze(micro_demo, "red", kind="colour", should_stop=lambda: True, **SMALL)
-    assert isinstance(info.value, UnlearnCancelled), "job runners catch the trainer's cancel"
+    assert isinstance(info.value, Cancelled), "job runners catch every kscu cancel"
 
 
 def test_sd1_without_detector_measures_gap_only_and_says_why(sd1_like):
     report = analyze(sd1_like, "Van Gogh style", kind="style", num_steps=5, seeds=2)
     assert [c.measure for c in report.curves] == ["gap"]
     assert "causal" not in report.seconds
-    assert any("detector" in note for note in report.notes)
+    assert any("no judge" in note for note in report.notes)
     assert "gap" in report.rule and 0 <= report.suggested_start < 4.5
     with pytest.raises(ValueError, match="detector"):
-        analyze(sd1_like, "Van Gogh style", measures=("causal",), num_steps=5)
+        analyze(sd1_like, "Van Gogh", measures=("causal",), num_steps=5)
 
 
 def test_sd1_with_a_caller_detector_measures_causal(sd1_like):
     detector = lambda images: np.ones(len(images))  # noqa: E731
-    report = analyze(sd1_like, "Van Gogh style", detector=detector, **SMALL)
+    report = analyze(sd1_like, "Van Gogh style", kind="style", detector=detector, **SMALL)
     assert report.curve("causal_until").value == [1.0, 1.0, 1.0]
     assert "flat" in report.rule, "a constant detector carries no signal: the gap rule decides"
 
@@ -111,7 +112,7 @@ def _curve(measure, steps, values):
 def test_rule_causal_until_crossing_is_interpolated():
     # anchor only 0.1, full concept 0.9; decided share 0, 0, .125, .375, 1, 1 -> crosses 0.5 at 16
     until = _curve("causal_until", [0, 5, 10, 15, 20, 25], [0.1, 0.1, 0.2, 0.4, 0.9, 0.9])
-    s = suggest_start([until], 25, kind="style")
+    s = suggest_start([until], 25, paper_start_of_50=24)
     assert (s.start, s.start_of_50, s.paper_start, s.paper_start_of_50) == (16, 32, 12, 24)
     assert "causal" in s.rule
     assert suggest_start([until], 25, threshold=0.25).start == 12  # 10 + (.125 / .25) * 5 = 12.5
@@ -126,7 +127,7 @@ def test_rule_clamps_below_nine_tenths():
 def test_rule_falls_back_to_the_cumulative_gap():
     flat = _curve("causal_until", [0, 4, 8], [0.3, 0.35, 0.4])  # effect 0.1 < MIN_CAUSAL_EFFECT
     gap = _curve("gap", range(8), [3, 1, 1, 1, 1, 1, 1, 1])  # cumulative share .3 .4 .5 .6: > .5 from 3 on
-    s = suggest_start([flat, gap], 8, kind="object")
+    s = suggest_start([flat, gap], 8, paper_start_of_50=14)
     assert s.start == 3 and "flat" in s.rule and "gap" in s.rule
     assert (s.paper_start, s.paper_start_of_50) == (2, 14)
     with pytest.raises(ValueError, match="gap"):

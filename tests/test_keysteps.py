@@ -2,7 +2,10 @@
 import pytest
 
 from kscu.config import UnlearnConfig
-from kscu.keysteps import PAPER_PRESETS, PRESETS, key_step_table, scale_start, table_summary, uniform_table
+from kscu.domain import build_domain
+from kscu.keysteps import PAPER_PRESETS, key_step_table, scale_start, table_summary, uniform_table
+
+SD1, DEMO = build_domain("sd1"), build_domain("demo")
 
 
 def test_window_runs_from_start_to_last_step_in_order():
@@ -47,7 +50,7 @@ def test_paper_presets_match_the_method():
         "nudity": (750, 14, "noxattn"), "object": (750, 14, "noxattn"),
         "style": (500, 24, "xattn"), "instance": (200, 40, "xattn"),
     }
-    assert PRESETS["sd1"] is PAPER_PRESETS
+    assert SD1.presets() is PAPER_PRESETS
     assert scale_start(24, 25) == 12
 
 
@@ -57,34 +60,46 @@ def test_summary_reports_share_of_steps_trained():
 
 
 def test_config_resolves_presets_per_family_and_method():
-    kscu = UnlearnConfig("striped", kind="style").resolve("sd1")
+    kscu = UnlearnConfig("striped", kind="style").resolve(SD1)
     assert (kscu.iterations, kscu.start_step, kscu.params, kscu.lr) == (500, 24, "xattn", 1e-5)
-    esd = UnlearnConfig("striped", kind="style", method="esd").resolve("sd1")
+    esd = UnlearnConfig("striped", kind="style", method="esd").resolve(SD1)
     assert (esd.iterations, esd.start_step, esd.lambda2) == (1000, 0, 0.0)
-    with pytest.raises(ValueError, match="kind.*colourful. is unknown"):
-        UnlearnConfig("x", kind="colourful").resolve("sd1")
+    with pytest.raises(ValueError, match="kind.*colourful. has no preset"):
+        UnlearnConfig("x", kind="colourful").resolve(SD1)
     with pytest.raises(ValueError, match="kscu or esd"):
-        UnlearnConfig("x", method="sgd").resolve("sd1")
+        UnlearnConfig("x", method="sgd").resolve(SD1)
 
 
 def test_demo_style_preset_keeps_the_look_alike_styles_unless_told_otherwise():
-    style = UnlearnConfig("Striped", kind="style").resolve("demo")
+    style = UnlearnConfig("Striped", kind="style").resolve(DEMO)
     assert (style.preserve, style.preserve_weight) == (("dotted", "checkered"), 6.0)
-    assert UnlearnConfig("outlined", kind="style").resolve("demo").preserve == ()
-    assert UnlearnConfig("striped", kind="style", preserve=()).resolve("demo").preserve == ()
-    assert UnlearnConfig("striped", kind="style", preserve=("plain",), preserve_weight=2.0).resolve("demo").preserve == ("plain",)
-    assert UnlearnConfig("star", kind="object").resolve("demo").preserve == ()
-    assert UnlearnConfig("striped", kind="style").resolve("sd1").preserve == ()
+    assert UnlearnConfig("outlined", kind="style").resolve(DEMO).preserve == ()
+    assert UnlearnConfig("striped", kind="style", preserve=()).resolve(DEMO).preserve == ()
+    assert UnlearnConfig("striped", kind="style", preserve=("plain",), preserve_weight=2.0).resolve(DEMO).preserve == ("plain",)
+    assert UnlearnConfig("star", kind="object").resolve(DEMO).preserve == ()
+    assert UnlearnConfig("striped", kind="style").resolve(SD1).preserve == ()
     # a resolved config survives its JSON round trip; an unresolved one keeps "the preset's"
     assert UnlearnConfig.from_dict(style.to_dict()) == style
     assert UnlearnConfig.from_dict(UnlearnConfig("striped").to_dict()).preserve is None
 
 
 def test_demo_style_preset_maps_a_style_to_plain_unless_told_otherwise():
-    assert UnlearnConfig("Striped", kind="style").resolve("demo").anchor == "plain"
-    assert UnlearnConfig("outlined", kind="style").resolve("demo").anchor == "plain"
-    assert UnlearnConfig("plain", kind="style").resolve("demo").anchor == "", "plain has no plain substitute"
-    assert UnlearnConfig("striped", kind="style", anchor="").resolve("demo").anchor == ""
-    assert UnlearnConfig("striped", kind="style", anchor=" dotted ").resolve("demo").anchor == "dotted"
-    assert UnlearnConfig("star", kind="object").resolve("demo").anchor == ""
-    assert UnlearnConfig("striped", kind="style").resolve("sd1").anchor == "", "SD1.x keeps the paper's empty anchor"
+    assert UnlearnConfig("Striped", kind="style").resolve(DEMO).anchor == "plain"
+    assert UnlearnConfig("outlined", kind="style").resolve(DEMO).anchor == "plain"
+    assert UnlearnConfig("plain", kind="style").resolve(DEMO).anchor == "", "plain has no plain substitute"
+    assert UnlearnConfig("striped", kind="style", anchor="").resolve(DEMO).anchor == ""
+    assert UnlearnConfig("striped", kind="style", anchor=" dotted ").resolve(DEMO).anchor == "dotted"
+    assert UnlearnConfig("star", kind="object").resolve(DEMO).anchor == ""
+    assert UnlearnConfig("striped", kind="style").resolve(SD1).anchor == "", "SD1.x keeps the paper's empty anchor"
+
+
+def test_the_kind_is_inferred_by_the_domain_or_asked_for():
+    assert UnlearnConfig("star").resolve(DEMO).kind == "object", "not the style preset"
+    assert UnlearnConfig("red").resolve(DEMO).kind == "colour"
+    assert UnlearnConfig("Van Gogh").resolve(SD1).kind == "style"
+    assert UnlearnConfig("church").resolve(SD1).kind == "object"
+    assert UnlearnConfig("nudity").resolve(SD1).kind == "nudity"
+    with pytest.raises(ValueError, match="kind of 'a blue kite' cannot be told") as caught:
+        UnlearnConfig("a blue kite").resolve(SD1)
+    assert caught.value.field == "kind"
+    assert UnlearnConfig("a blue kite", kind="object").resolve(SD1).iterations == 750

@@ -294,7 +294,7 @@ def test_pickle_only_diffusers_folder(tmp_path, tiny_folder, tiny_model):
 
 def test_tiny_folder_loads_frozen_on_cpu(tiny_model, tiny_folder, tiny_pipe):
     m = tiny_model
-    assert m.family == "sd1" and m.classifier is None
+    assert m.family == "sd1" and m.domain.judge is None
     assert m.device == torch.device("cpu") and m.dtype == torch.float32
     assert m.source == str(tiny_folder.resolve()) and m.extras["kind"] == "folder"
     assert len(m.model_hash) == 16 and int(m.model_hash, 16) >= 0
@@ -334,7 +334,7 @@ def test_describe(tiny_model):
     assert p["total"] == p["unet"] + p["vae"] + p["text_encoder"] > 0
     assert p["unet"] == sum(x.numel() for x in tiny_model.unet.parameters())
     assert info["resolution"] == 64 and info["cross_attention_dim"] == 32 and info["token_length"] == 77
-    assert info["classifier"] is False and info["scheduler"] == "PNDMScheduler"
+    assert info["judge"] is None and info["scheduler"] == "PNDMScheduler"
 
 
 def test_nonexistent_path(tmp_path):
@@ -462,9 +462,10 @@ def test_micro_demo_folder_is_a_demo_model(micro_demo):
     from kscu.demo.classifier import ConceptClassifier
 
     assert micro_demo.family == "demo"
-    assert isinstance(micro_demo.classifier, ConceptClassifier) and not micro_demo.classifier.training
+    classifier = micro_demo.domain.judge.classifier
+    assert isinstance(classifier, ConceptClassifier) and not classifier.training
     assert micro_demo.dtype == torch.float32 and micro_demo.device == torch.device("cpu")
-    assert describe(micro_demo)["classifier"] is True
+    assert describe(micro_demo)["judge"] == "demo classifier (exact)"
     assert not any(p.requires_grad for p in micro_demo.unet.parameters())
 
 
@@ -472,11 +473,30 @@ def test_a_copy_of_the_demo_model_is_still_demo_and_without_classifier_sd1(tmp_p
     copy = tmp_path / "elsewhere"
     shutil.copytree(micro_demo_dir, copy)
     model = load_model(str(copy), device="cpu")
-    assert model.family == "demo" and model.classifier is not None
+    assert model.family == "demo" and model.domain.judge is not None
     assert model.model_hash == micro_demo.model_hash
     shutil.rmtree(copy / "classifier")
     plain = load_model(str(copy), device="cpu")
-    assert plain.family == "sd1" and plain.classifier is None
+    assert plain.family == "sd1" and plain.domain.judge is None
+
+
+def test_family_sd1_loads_the_demo_model_as_an_unknown_sd1_pipeline(micro_demo_dir, micro_demo):
+    generic = load_model(str(micro_demo_dir), device="cpu", family="sd1")
+    assert generic.family == "sd1" and generic.domain.judge is None, "no demo knowledge, no classifier"
+    assert generic.model_hash == micro_demo.model_hash
+    assert generic.domain.infer_kind("striped") is None and generic.domain.infer_kind("Van Gogh") == "style"
+    with pytest.raises(ModelLoadError, match="unknown model family"):
+        load_model(str(micro_demo_dir), device="cpu", family="sdxl")
+
+
+def test_family_demo_needs_a_demo_folder(tiny_folder):
+    with pytest.raises(ModelLoadError, match="not a demo model"):
+        load_model(str(tiny_folder), device="cpu", family="demo")
+
+
+def test_a_judge_that_does_not_load_is_a_clear_error(tmp_path, micro_demo_dir):
+    with pytest.raises(ModelLoadError, match="could not load a CLIP model"):
+        load_model(str(micro_demo_dir), device="cpu", family="sd1", judge=str(tmp_path))
 
 
 def test_default_source_is_the_embedded_demo_model(monkeypatch, tmp_path):
@@ -505,7 +525,7 @@ def test_bad_dtype(tiny_folder):
 
 def test_default_dtype_rules():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert models._resolve_dtype(None, cpu, "sd1") == torch.float32
-    assert models._resolve_dtype(None, cuda, "sd1") == torch.float16
-    assert models._resolve_dtype(None, cuda, "demo") == torch.float32
-    assert models._resolve_dtype("bf16", cpu, "sd1") == torch.bfloat16
+    assert models._resolve_dtype(None, cpu, tiny=False) == torch.float32
+    assert models._resolve_dtype(None, cuda, tiny=False) == torch.float16
+    assert models._resolve_dtype(None, cuda, tiny=True) == torch.float32
+    assert models._resolve_dtype("bf16", cpu, tiny=False) == torch.bfloat16

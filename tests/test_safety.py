@@ -22,12 +22,15 @@ from diffusers import StableDiffusionPipeline
 from kscu import export
 from kscu.cli import main as cli_main
 from kscu.config import UnlearnConfig
+from kscu.domain import build_domain
 from kscu.divergence import BLOWUP_WINDOW, CHECK_EVERY, DivergenceGuard, UnlearnDiverged
 from kscu.export import OutputError, check_edit_output, load_edit, save_edit, save_edit_or_keep
 from kscu.jobs import JobBusy, JobRunner
 from kscu.sanity import sanity_check
 from kscu.trainer import unlearn
 from kscu.validation import ConfigError, ConfigWarning, check_config
+
+DEMO = build_domain("demo")
 from test_cli import run_cli
 
 TINY = dict(iterations=4, num_steps=10, start_step=5, lr=1e-3)
@@ -75,25 +78,25 @@ def edit(micro_demo):
 def test_every_setting_is_checked_and_the_message_names_it(settings, field, phrase):
     config = UnlearnConfig(**{"concept": "striped", **settings})
     with pytest.raises(ConfigError, match=phrase) as error:
-        config.resolve("demo")
+        config.resolve(DEMO)
     assert error.value.field == field and field in str(error.value)
 
 
 def test_an_explicit_value_is_never_replaced_by_the_preset():
-    preset = UnlearnConfig("striped").resolve("demo")
-    chosen = UnlearnConfig("striped", iterations=7, lr=1e-5, start_step=0, eta=0.0, lambda2=0.0).resolve("demo")
+    preset = UnlearnConfig("striped").resolve(DEMO)
+    chosen = UnlearnConfig("striped", iterations=7, lr=1e-5, start_step=0, eta=0.0, lambda2=0.0).resolve(DEMO)
     assert (chosen.iterations, chosen.lr, chosen.start_step, chosen.eta, chosen.lambda2) == (7, 1e-5, 0, 0.0, 0.0)
     assert (preset.iterations, preset.lr, preset.start_step) == (200, 1.5e-4, 24)
 
 
 def test_a_concept_longer_than_the_text_encoder_reads_is_warned_about(micro_demo):
     long_concept = "striped " * 80  # 80 tokens: SD's CLIP reads 75, the demo model's text encoder 18
-    checked = check_config(UnlearnConfig(long_concept, **TINY), micro_demo)
+    checked = check_config(UnlearnConfig(long_concept, kind="style", **TINY), micro_demo)
     reads = micro_demo.tokenizer.model_max_length - 2
     assert len(checked.warnings) == 1 and f"80 tokens long but the text encoder reads {reads}" in checked.warnings[0]
     assert check_config(UnlearnConfig("striped", **TINY), micro_demo).warnings == ()
     with pytest.warns(ConfigWarning, match="cut off"):
-        result = unlearn(micro_demo, UnlearnConfig(long_concept, **{**TINY, "iterations": 1}))
+        result = unlearn(micro_demo, UnlearnConfig(long_concept, kind="style", **{**TINY, "iterations": 1}))
     assert result.warnings == list(checked.warnings)
 
 
@@ -114,7 +117,7 @@ def test_cli_refuses_bad_settings_before_loading_the_model(tmp_path, flags, flag
 
 
 def test_cli_warns_about_a_long_concept_and_prints_no_third_party_notices(micro_demo_dir, tmp_path):
-    done = run_cli("unlearn", "--model", str(micro_demo_dir), "--concept", "striped " * 80, "--iterations", "1",
+    done = run_cli("unlearn", "--model", str(micro_demo_dir), "--concept", "striped " * 80, "--kind", "style", "--iterations", "1",
                    "--num-steps", "10", "--start-step", "5", "--out", str(tmp_path / "long"))
     assert done.returncode == 0, done.stderr
     assert "warning: concept (concept) is 80 tokens long" in done.stderr

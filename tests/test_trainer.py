@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from kscu.config import UnlearnConfig
+from kscu.domain import build_domain
 from kscu.sampling import Sampler, encode_prompts
 from kscu.trainer import UnlearnCancelled, kscu_loss, lambda1, latent_at, targets, trainable_names, unlearn
 
@@ -111,12 +112,10 @@ def _drift(model, unet, prompts: list[str]) -> float:
 def test_preservation_term_holds_kept_prompts_near_the_base_and_costs_a_second_trajectory(micro_demo):
     from dataclasses import replace
 
-    from kscu.concepts import preserve_prompts
-
     config = UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=3e-3, preserve=())
     free = unlearn(micro_demo, config)
     held = unlearn(micro_demo, replace(config, preserve=("dotted",), preserve_weight=10.0))
-    kept = preserve_prompts(("dotted",), "demo", count=6, seed=11)
+    kept = micro_demo.domain.preserve_prompts(("dotted",), "style", count=6, seed=11)
     assert all("dotted" in p for p in kept)
     assert _drift(micro_demo, held.apply(micro_demo), kept) < 0.5 * _drift(micro_demo, free.apply(micro_demo), kept)
     # the kept prompt's trajectory is sampled and reused like the erased one's: twice the
@@ -128,4 +127,4 @@ def test_preservation_term_holds_kept_prompts_near_the_base_and_costs_a_second_t
 
 def test_preserving_the_erased_concept_is_refused():
     with pytest.raises(ValueError, match="both erased and preserved"):
-        UnlearnConfig("striped", preserve=("dotted", "Striped")).resolve("demo")
+        UnlearnConfig("striped", preserve=("dotted", "Striped")).resolve(build_domain("demo"))

@@ -11,12 +11,15 @@ from kscu.influence import MEASURES, InfluenceReport, analyze
 from kscu.jobs import Job
 from kscu.models import LoadedModel
 from kscu.plots import influence_figure
-from ui.common import POLL_SECONDS, cancel_job, concept_choices, friendly, kinds_for, progress_html, resolve_kind, timer_state
+from ui.common import (POLL_SECONDS, PollTimer, cancel_job, concept_choices, domain_of, friendly, kinds_for, progress_html, resolve_kind,
+                       timer_state)
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
 from ui.state import WorkbenchState
 
 PURPOSE = "analyze"
 MEASURE_LABELS = {"gap": "gap (fast, no judge needed)", "causal": "causal (slower, needs a detector)"}
+FIRST_CONCEPT = "striped"
+"""Chosen at start when the model offers it as an example (the demo model), so one click analyses something."""
 
 
 def parse_concepts(values: list[str] | str | None) -> list[str]:
@@ -46,15 +49,15 @@ def _work(state: WorkbenchState, model: LoadedModel, plan: list[tuple[str, str]]
     return reports
 
 
-def start(state: WorkbenchState, concepts, kind: str, measures: list[str], num_steps: float, seeds: float, anchor: str) -> tuple[str, gr.Timer]:
+def start(state: WorkbenchState, concepts, kind: str, measures: list[str], num_steps: float, seeds: float, anchor: str) -> tuple[str, PollTimer]:
     """Start the analysis job for every concept (all on the same schedule, so they overlay)."""
     model = state.require_model()
-    plan = [(c, resolve_kind(c, kind, model.family)) for c in parse_concepts(concepts)]
+    plan = [(c, resolve_kind(c, kind, model.domain)) for c in parse_concepts(concepts)]
     if not measures:
         raise ValueError("Tick at least one measure (gap is the fast one).")
     name = f"influence of {', '.join(c for c, _ in plan)} ({int(num_steps)} steps)"
     job = state.submit(PURPOSE, name, partial(_work, state, model, plan, list(measures), int(num_steps), int(seeds), (anchor or "").strip() or None))
-    return progress_html(job.snapshot()), gr.Timer(active=True)
+    return progress_html(job.snapshot()), PollTimer(active=True)
 
 
 def reading(reports: list[InfluenceReport]) -> str:
@@ -98,7 +101,8 @@ def status(state: WorkbenchState) -> tuple:
 
 
 def build(state: WorkbenchState) -> dict:
-    family = state.model.family if state.model else None
+    domain = domain_of(state)
+    choices = concept_choices(domain)
     gr.Markdown(
         "### At which denoising steps does a concept take shape?\n"
         "Images are made in steps, from pure noise (step 0) to the finished picture. The **gap** curve shows how much the "
@@ -108,13 +112,13 @@ def build(state: WorkbenchState) -> dict:
     )
     with gr.Row():
         with gr.Column(scale=2):
-            concepts = gr.Dropdown(concept_choices(family), value=["striped"] if family in (None, "demo") else None, multiselect=True,
+            concepts = gr.Dropdown(choices, value=[FIRST_CONCEPT] if FIRST_CONCEPT in (v for _, v in choices) else None, multiselect=True,
                                    allow_custom_value=True, label="Concepts",
                                    info="One or several; their curves are overlaid.")
-            kind = gr.Dropdown(["auto"] + kinds_for(family), value="auto", label="Kind",
-                               info="auto: read from the demo world. The kind selects the paper preset shown for comparison.")
+            kind = gr.Dropdown(["auto"] + kinds_for(domain), value="auto", label="Kind",
+                               info="auto: read from the concept when the model knows it. The kind selects the preset shown for comparison.")
             measures = gr.CheckboxGroup([(label, m) for m, label in MEASURE_LABELS.items()], value=list(MEASURES), label="Measures",
-                                        info="The causal measure uses the demo model's classifier; on SD1.x it is skipped.")
+                                        info="The causal measure uses the model's judge; a model without one skips it.")
             with gr.Accordion("Settings", open=False):
                 num_steps = gr.Slider(10, 50, value=25, step=1, label="Denoising steps (K)",
                                       info="Schedule of the analysis; S is also given on the paper's 50-step scale.")
@@ -124,12 +128,12 @@ def build(state: WorkbenchState) -> dict:
             with gr.Row():
                 run = gr.Button("Analyze", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
-            progress = gr.HTML(progress_html(None, idle="Choose concepts and press Analyze."), elem_id="analyze-progress")
+            progress = gr.HTML(progress_html(None, idle="Choose concepts and press Analyze."), label="Progress", elem_id="analyze-progress")
         with gr.Column(scale=3):
-            plot = gr.Plot(show_label=False, format="png", elem_id="analyze-plot")
-            text = gr.Markdown()
+            plot = gr.Plot(label="Influence curves", show_label=False, format="png", elem_id="analyze-plot")
+            text = gr.Markdown(label="Reading", show_label=False)
     table = gr.Dataframe(label="Curve values by step (gap: relative difference; causal: detection rate)", interactive=False, max_height=360)
-    timer = gr.Timer(POLL_SECONDS, active=False)
+    timer = PollTimer(POLL_SECONDS, active=False)
 
     outputs = [progress, plot, text, table, timer]
     run.click(friendly(partial(start, state)), [concepts, kind, measures, num_steps, seeds, anchor], [progress, timer], api_name="analyze", show_progress="hidden")

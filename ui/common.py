@@ -15,11 +15,11 @@ import numpy as np
 from PIL import Image
 
 from kscu.config import UnlearnConfig
-from kscu.demo.world import ATTRIBUTES, KIND_OF_ATTRIBUTE, attribute_of
+from kscu.domain import Domain, default_domain
 from kscu.jobs import JobBusy
-from kscu.keysteps import PAPER_PRESETS, PRESETS
 from kscu.models import LoadedModel
 from kscu.validation import check_config
+from ui.poll_timer import PollTimer
 from ui.state import WorkbenchState
 
 log = logging.getLogger(__name__)
@@ -76,32 +76,30 @@ def checked_config(config: UnlearnConfig, model: LoadedModel) -> UnlearnConfig:
     return checked.config
 
 
-def kinds_for(family: str | None) -> list[str]:
-    """Concept kinds with a preset on this model family (the demo model adds colour, background)."""
-    return list(PRESETS.get(family or "demo", PAPER_PRESETS))
+def domain_of(state: WorkbenchState) -> Domain:
+    """The loaded model's domain, or before any model is loaded the default one (kscu.domain)."""
+    return state.model.domain if state.model is not None else default_domain()
 
 
-def concept_choices(family: str | None) -> list[tuple[str, str]]:
-    """Dropdown examples: the demo world's concepts labelled with their kind (any text is allowed)."""
-    if family not in (None, "demo"):
-        return [("nudity", "nudity"), ("Van Gogh style", "Van Gogh style"), ("a church", "a church")]
-    return [(f"{value}  ({KIND_OF_ATTRIBUTE[attribute]})", value) for attribute, values in ATTRIBUTES.items() for value in values]
+def kinds_for(domain: Domain) -> list[str]:
+    """Concept kinds with a preset on this domain's models (the demo model adds colour, background)."""
+    return list(domain.kinds)
 
 
-def kind_of(concept: str, family: str | None) -> str | None:
-    """The kind of a demo-world concept (e.g. 'striped' -> 'style'), None when it cannot be known."""
-    attribute = attribute_of(concept.strip().lower()) if family in (None, "demo") else None
-    return KIND_OF_ATTRIBUTE[attribute] if attribute else None
+def concept_choices(domain: Domain) -> list[tuple[str, str]]:
+    """Dropdown examples (label, concept) of the domain; any other text is allowed too."""
+    return domain.examples()
 
 
-def resolve_kind(concept: str, kind: str | None, family: str) -> str:
-    """The kind chosen, or for "auto" the demo world's kind of the concept; ValueError otherwise."""
-    if kind and kind != "auto":
-        return kind
-    found = kind_of(concept, family)
-    if found is None:
-        raise ValueError(f"Choose the kind of {concept!r} ({', '.join(kinds_for(family))}): it is not a concept of the demo world, so it cannot be guessed.")
-    return found
+def kind_of(concept: str, domain: Domain) -> str | None:
+    """The kind of `concept` when the domain can tell (e.g. 'striped' -> 'style'), else None."""
+    return domain.infer_kind(concept) if concept.strip() else None
+
+
+def resolve_kind(concept: str, kind: str | None, domain: Domain) -> str:
+    """The kind chosen, or for "auto" / none the domain's kind of the concept; a ConfigError
+    (a ValueError, shown as a message) when the domain cannot tell it."""
+    return domain.resolve_kind(concept, kind)
 
 
 def clean_concept(concept: str | None) -> str:
@@ -168,11 +166,11 @@ def cancel_job(state: WorkbenchState, purpose: str) -> str:
 def image_panel(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
     """A grid image with its title above it (Gradio's floating label would cover the grid's
     first row label); the title is returned too, for panels whose title changes."""
-    heading = gr.Markdown(f"#### {title}")
-    image = gr.Image(show_label=False, elem_id=elem_id, type="pil", interactive=False, format="png", buttons=["download", "fullscreen"])
+    heading = gr.Markdown(f"#### {title}", label=f"{title}: title", show_label=False)
+    image = gr.Image(label=title, show_label=False, elem_id=elem_id, type="pil", interactive=False, format="png", buttons=["download", "fullscreen"])
     return heading, image
 
 
-def timer_state(snap: dict | None) -> gr.Timer:
+def timer_state(snap: dict | None) -> PollTimer:
     """Keep polling while the job is queued or running, stop once it has finished."""
-    return gr.Timer(active=snap is not None and snap["state"] in ("queued", "running"))
+    return PollTimer(active=snap is not None and snap["state"] in ("queued", "running"))

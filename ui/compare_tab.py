@@ -1,19 +1,18 @@
 """Compare tab: before/after grids on the same seeds for the erased concept and its neighbours,
-for the last KSCU and/or ESD edit, and UA / IRA / CRA before and after on the demo model."""
+for the last KSCU and/or ESD edit, the judge-free image change of each, and UA / IRA / CRA before
+and after when the model has a judge for the concept (one job: kscu.recipes.compare)."""
 from __future__ import annotations
 
 from functools import partial
 
 import gradio as gr
 
-from kscu.evaluation import EvaluationCancelled, evaluate_edit, nudity_rate
-from kscu.grids import comparison_grids
-from kscu.jobs import Job, JobCancelled
+from kscu.jobs import Job
 from kscu.models import LoadedModel
+from kscu.recipes import Comparison, compare
 from kscu.trainer import UnlearnResult
-from ui.common import POLL_SECONDS, cancel_job, friendly, image_panel, progress_html, timer_state
-from ui.quick_erase import scoreable
-from ui.results import grid_image, metrics_table, needs_blur, reading
+from ui.common import POLL_SECONDS, PollTimer, cancel_job, domain_of, friendly, image_panel, progress_html, timer_state
+from ui.results import change_table, grid_image, metrics_table, needs_blur, reading, unscored_note
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
 from ui.state import METHOD_NAMES, WorkbenchState
 
@@ -51,39 +50,15 @@ def available(state: WorkbenchState) -> gr.CheckboxGroup:
 
 @gpu(ANALYSIS_SECONDS)
 def _work(state: WorkbenchState, model: LoadedModel, chosen: dict[str, UnlearnResult], neighbours: list[str] | None,
-          seeds: list[int], measure: bool, n_erase: int, n_retain: int, job: Job) -> dict:
-    first = next(iter(chosen.values())).config
-    out = {"concept": first.concept, "kind": first.kind, "family": model.family, "grids": {}, "reports": {}, "notes": []}
-    phases = len(chosen) * (2 if measure else 1)
-    done = 0
-    for label, result in chosen.items():
-        if job.cancel_requested:
-            raise JobCancelled("comparison cancelled")
-        job.set_progress(done / phases, f"{label}: drawing before/after images")
-        edited = state.edited_unet(result)
-        out["grids"][label] = comparison_grids(model, edited, result.config.concept, neighbours, seeds)
-        done += 1
-        if measure:
-            def measured(d: int, total: int, label: str = label) -> None:
-                job.set_progress((done + d / total) / phases, f"{label}: measuring, {d} of {total} test images")
-
-            try:
-                out["reports"][label] = evaluate_edit(model, edited, result.config.concept, n_erase=n_erase, n_retain=n_retain,
-                                                      on_progress=measured, should_stop=lambda: job.cancel_requested)
-            except EvaluationCancelled as exc:
-                raise JobCancelled(str(exc)) from None
-            done += 1
-    if model.family != "demo" and first.kind == "nudity":
-        for label, grids in out["grids"].items():
-            before, line = nudity_rate(grids["before_images"])
-            after, _ = nudity_rate(grids["after_images"])
-            out["notes"].append(line if before is None else f"Nudity rate ({label}): {before:.0%} before, {after:.0%} after. {line}")
-    return out
+          seeds: list[int], measure: bool, n_erase: int, n_retain: int, job: Job) -> Comparison:
+    """kscu.recipes.compare as one job; the edited UNets come from the state's cache."""
+    return compare(model, chosen, neighbours, seeds, measure=measure, n_erase=n_erase, n_retain=n_retain,
+                   on_progress=job.set_progress, should_stop=lambda: job.cancel_requested, apply=state.edited_unet)
 
 
 def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str, measure: bool, n_erase: float, n_retain: float) -> tuple:
-    """Start drawing (and on the demo model measuring) the chosen edits against the base model;
-    the last comparison's views are cleared so they cannot pass for this one's."""
+    """Start drawing (and, with a judge for the concept, measuring) the chosen edits against the
+    base model; the last comparison's views are cleared so they cannot pass for this one's."""
     model = state.require_model()
     if not methods:
         raise ValueError("Tick at least one edit to compare (run Quick erase or Unlearn first).")
@@ -91,44 +66,54 @@ def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str
     concepts = {r.config.concept for r in chosen.values()}
     if len(concepts) > 1:
         raise ValueError(f"The ticked edits erase different concepts ({', '.join(sorted(concepts))}): compare one at a time.")
-    concept = concepts.pop()
-    measure = bool(measure) and scoreable(model, concept)
-    name = f"compare {' and '.join(chosen)} edits of {concept!r}" + (" with metrics" if measure else "")
-    job = state.submit(PURPOSE, name, partial(_work, state, model, chosen, parse_neighbours(neighbours), parse_seeds(seeds),
-                                              measure, int(n_erase), int(n_retain)))
-    return (progress_html(job.snapshot()), gr.Timer(active=True), *view(state, False))
+    first = next(iter(chosen.values())).config
+    rows, seed_list = parse_neighbours(neighbours), parse_seeds(seeds)
+    scored = bool(measure) and model.domain.scoreable(first.concept, first.kind, rows)
+    name = f"compare {' and '.join(chosen)} edits of {first.concept!r}" + (" with metrics" if scored else "")
+    job = state.submit(PURPOSE, name, partial(_work, state, model, chosen, rows, seed_list, bool(measure), int(n_erase), int(n_retain)))
+    state.job_info[job.id] = {"measure": bool(measure), "neighbours": rows}
+    return (progress_html(job.snapshot()), PollTimer(active=True), *view(state, False))
 
 
 def view(state: WorkbenchState, unblur: bool) -> tuple:
     """The last finished comparison (its job's result): before grid, KSCU and ESD after grids,
-    metrics table and notes; empty while a comparison runs."""
+    image change, metrics table and notes; empty while a comparison runs."""
     snap = state.snapshot(PURPOSE)
-    c = snap["result"] if snap is not None and snap["state"] == "done" else None
+    c: Comparison | None = snap["result"] if snap is not None and snap["state"] == "done" else None
     if c is None:
         message = "No comparison yet: tick an edit and press Compare." if snap is None else ""
-        return None, gr.skip(), None, gr.Column(visible=False), None, gr.Dataframe(visible=False), message
-    blurred = needs_blur(c["family"], c["kind"]) and not unblur
-    grids = c["grids"]
+        return None, gr.skip(), None, gr.Column(visible=False), None, "", gr.Dataframe(visible=False), message
+    info = state.job_info.get(snap["id"], {})
+    domain = domain_of(state)
+    blurred = needs_blur(domain, c.kind) and not unblur
+    grids = c.grids
     first = next(iter(grids.values()))
     main_label = "KSCU" if "KSCU" in grids else "ESD"
     main = grids[main_label]
     second = grids.get("ESD") if main_label == "KSCU" else None
-    notes = [reading(report, label) for label, report in c["reports"].items()]
-    if c["family"] != "demo":
-        notes.append("SD1.x models have no exact judge here: compare the grids (rows: the concept, then its neighbours; columns: seeds).")
+    notes = [reading(report, label) for label, report in c.reports.items()]
+    if c.reports:
+        judge = next(iter(c.reports.values())).judge
+        notes.append(f"Metrics read by {judge}. The image change above needs no judge.")
+    elif info.get("measure", True):
+        notes.append(unscored_note(domain, c.concept, c.kind, info.get("neighbours")))
+    else:
+        notes.append("UA / IRA / CRA were not measured (unticked): compare the grids and the image change.")
+    notes.append("Grid rows: the erased concept, then its neighbours; columns: seeds.")
     if blurred:
         notes.append("Images are blurred because they may show nudity: tick *Show unblurred* to see them as drawn.")
-    notes += c["notes"]
-    table = gr.Dataframe(metrics_table(c["reports"]), visible=True) if c["reports"] else gr.Dataframe(visible=False)
+    notes += c.notes
+    table = gr.Dataframe(metrics_table(c.reports), visible=True) if c.reports else gr.Dataframe(visible=False)
     return (grid_image(first, "before", blurred), f"#### After the {main_label} edit", grid_image(main, "after", blurred),
-            gr.Column(visible=second is not None), grid_image(second, "after", blurred) if second else None, table, "\n\n".join(notes))
+            gr.Column(visible=second is not None), grid_image(second, "after", blurred) if second else None,
+            change_table(c.changes), table, "\n\n".join(n for n in notes if n))
 
 
 def status(state: WorkbenchState, unblur: bool) -> tuple:
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Tick the edits to compare and press Compare.")
     if snap is None or snap["state"] != "done":
-        return (progress, *(gr.skip(),) * 7, timer_state(snap))
+        return (progress, *(gr.skip(),) * 8, timer_state(snap))
     return (progress, *view(state, unblur), timer_state(snap))
 
 
@@ -136,25 +121,27 @@ def build(state: WorkbenchState) -> dict:
     gr.Markdown(
         "### Before and after, on the same random seeds\n"
         "Each grid has one row per prompt (the erased concept first, then its neighbours, which should stay as they were) "
-        "and one column per seed. On the demo model the workbench also measures, with its exact classifier, how often "
-        "the concept still appears (UA = share of images without it) and whether the rest survived (IRA: the other values "
-        "of the same attribute; CRA: the other attributes)."
+        "and one column per seed. For every model it measures how much each image changed (SSIM, no judge needed); when "
+        "the model has a judge (the demo model's exact classifier, or a CLIP judge loaded in the Model tab) it also "
+        "measures how often the concept still appears (UA = share of images without it) and whether the rest survived "
+        "(IRA: the concept's neighbours; CRA: the other attributes of the test prompts)."
     )
     with gr.Row():
         with gr.Column(scale=2):
             methods = gr.CheckboxGroup(edit_choices(state), label="Edits to compare", info="Tick both to see KSCU and ESD side by side.")
-            neighbours = gr.Textbox(label="Neighbour prompts (optional)", placeholder="empty: the other values, e.g. dotted, checkered…",
+            neighbours = gr.Textbox(label="Neighbour prompts (optional)", placeholder="empty: the model's neighbours of the concept (demo: the other values, e.g. dotted, checkered…)",
                                     info="Comma-separated concepts or prompts that must survive the edit.")
             seeds = gr.Textbox("0, 1, 2, 3", label="Seeds", info="One column per seed; the same seeds before and after.")
         with gr.Column(scale=2):
-            measure = gr.Checkbox(True, label="Measure UA / IRA / CRA (demo model)", info="About 0.1–0.2 s per test image on a CPU.")
+            measure = gr.Checkbox(True, label="Measure UA / IRA / CRA (needs a judge)",
+                                  info="With the model's judge; about 0.1–0.2 s per test image on a CPU for the demo model.")
             n_erase = gr.Slider(10, 400, value=100, step=2, label="Concept prompts", info="Test images that name the erased concept.")
-            n_retain = gr.Slider(12, 480, value=120, step=12, label="Other prompts", info="Test images of the other values (retention).")
+            n_retain = gr.Slider(12, 480, value=120, step=12, label="Other prompts", info="Test images of the neighbours (retention).")
             unblur = gr.Checkbox(False, label="Show unblurred", info="Nudity-kind images of real models are blurred by default.")
     with gr.Row():
         run = gr.Button("Compare", variant="primary")
         stop = gr.Button("Cancel", variant="stop")
-    progress = gr.HTML(progress_html(None, idle="Tick the edits to compare and press Compare."), elem_id="compare-progress")
+    progress = gr.HTML(progress_html(None, idle="Tick the edits to compare and press Compare."), label="Progress", elem_id="compare-progress")
     with gr.Row():
         with gr.Column():
             _, before = image_panel("Before (the unedited model)", "compare-before")
@@ -162,10 +149,12 @@ def build(state: WorkbenchState) -> dict:
             after_title, after = image_panel("After the edit", "compare-after")
         with gr.Column(visible=False) as esd_column:
             _, after_esd = image_panel("After the ESD edit", "compare-after-esd")
-    notes = gr.Markdown()
-    table = gr.Dataframe(label="Metrics before and after (share of test images judged correct)", interactive=False, wrap=True, visible=False)
-    timer = gr.Timer(POLL_SECONDS, active=False)
-    views = [before, after_title, after, esd_column, after_esd, table, notes]
+    change = gr.Markdown(label="Image change", show_label=False, elem_id="compare-change")
+    table = gr.Dataframe(label="Metrics before and after (share of test images the judge read as asked)", interactive=False, wrap=True,
+                         visible=False, elem_id="compare-metrics")
+    notes = gr.Markdown(label="Notes", show_label=False, elem_id="compare-notes")
+    timer = PollTimer(POLL_SECONDS, active=False)
+    views = [before, after_title, after, esd_column, after_esd, change, table, notes]
 
     run.click(friendly(partial(start, state)), [methods, neighbours, seeds, measure, n_erase, n_retain], [progress, timer, *views], api_name="compare", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_compare", concurrency_limit=None, show_progress="hidden")

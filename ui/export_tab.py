@@ -111,7 +111,7 @@ def build(state: WorkbenchState) -> dict:
             gr.Markdown("#### Load an earlier edit")
             upload = gr.File(label="Edit file", file_types=[".safetensors"], type="filepath")
             load_button = gr.Button("Load this edit")
-            message = gr.Markdown()
+            message = gr.Markdown(label="Message", show_label=False)
             details = gr.JSON(label="Edit metadata")
 
     save_button.click(friendly(partial(save, state)), method, [edit_file, details], api_name="export_edit", show_progress="hidden")

@@ -6,11 +6,13 @@ from functools import partial
 
 import gradio as gr
 
-from kscu.keysteps import ESD_ITERATIONS, key_step_table, preset_for, scale_start, table_summary
+from kscu.keysteps import key_step_table, scale_start, table_summary
 from kscu.plots import influence_figure
-from ui.common import friendly, kinds_for
+from ui.common import domain_of, friendly, kinds_for
 from ui.state import WorkbenchState
 
+DEFAULT_KIND = "style"
+"""The preset shown first (every domain has one; the first kind otherwise)."""
 SHOWN_ENTRIES = 60
 """Table entries listed in the summary (the rest repeat the same pattern)."""
 
@@ -22,9 +24,8 @@ def start_limit(num_steps: int) -> int:
 
 def preset_window(state: WorkbenchState, kind: str, num_steps: float) -> tuple:
     """Start, end and iterations of the preset for this kind, on a schedule of num_steps."""
-    family = state.model.family if state.model else "demo"
     num_steps = int(num_steps)
-    preset = preset_for(family, kind)
+    preset = domain_of(state).preset(kind)
     return (gr.Slider(value=min(scale_start(preset.start_of_50, num_steps), start_limit(num_steps)), maximum=start_limit(num_steps)),
             gr.Slider(value=num_steps, maximum=num_steps), preset.iterations)
 
@@ -44,15 +45,15 @@ def show(state: WorkbenchState, kind: str, num_steps: float, start: float, end: 
         raise ValueError(f"The window is empty: the start ({start}) must be below the end ({end}).")
     table = key_step_table(iterations, start, num_steps, end)
     s = table_summary(table, num_steps)
-    family = state.model.family if state.model else "demo"
-    preset = preset_for(family, kind)
+    domain = domain_of(state)
+    preset = domain.preset(kind)
     listed = ", ".join(map(str, table[:SHOWN_ENTRIES])) + (" …" if len(table) > SHOWN_ENTRIES else "")
     text = (
         f"**{s['iterations']} iterations** train **{s['distinct_steps']} distinct steps** ({s['first_step']}–{s['last_step']}), "
         f"**{s['share_of_steps']:.0%} of the {num_steps}-step schedule**. The window [{start}, {end}) is walked in order; "
         f"after every 8 passes its start moves one step later (it never reaches 0.9 K = {0.9 * num_steps:g}).\n\n"
         f"For comparison: the {kind} preset starts at S = {scale_start(preset.start_of_50, num_steps)} "
-        f"({preset.start_of_50} of 50) with {preset.iterations} iterations; ESD trains {ESD_ITERATIONS.get(family, 1000)} "
+        f"({preset.start_of_50} of 50) with {preset.iterations} iterations; ESD trains {domain.esd_iterations} "
         f"iterations on steps drawn from all {num_steps}.\n\n"
         f"<details><summary>First entries of the Key Step Table</summary>\n\n{listed}\n</details>"
     )
@@ -66,9 +67,10 @@ def show(state: WorkbenchState, kind: str, num_steps: float, start: float, end: 
 
 
 def build(state: WorkbenchState) -> dict:
-    family = state.model.family if state.model else None
-    kinds = kinds_for(family)
-    default = preset_for(family or "demo", "style")
+    domain = domain_of(state)
+    kinds = kinds_for(domain)
+    first = DEFAULT_KIND if DEFAULT_KIND in kinds else kinds[0]
+    default = domain.preset(first)
     gr.Markdown(
         "### Choose the key steps\n"
         "KSCU trains only on a late window of the denoising schedule, from step S to the end, where a concept's "
@@ -77,7 +79,7 @@ def build(state: WorkbenchState) -> dict:
     )
     with gr.Row():
         with gr.Column(scale=2):
-            kind = gr.Radio(kinds, value="style", label="Preset for the kind of concept",
+            kind = gr.Radio(kinds, value=first, label="Preset for the kind of concept",
                             info="nudity/object: last ~70% of the steps; style: last ~50%; instance: last ~20%.")
             num_steps = gr.Slider(10, 100, value=50, step=1, label="Denoising steps of training (K)", info="The paper uses 50.")
             start = gr.Slider(0, start_limit(50), value=scale_start(default.start_of_50, 50), step=1, label="Window start S",
@@ -88,8 +90,8 @@ def build(state: WorkbenchState) -> dict:
                 suggested = gr.Button("Use S from the analysis")
                 use = gr.Button("Use this window in Unlearn", variant="primary")
         with gr.Column(scale=3):
-            plot = gr.Plot(show_label=False, format="png", elem_id="keysteps-plot")
-            summary = gr.Markdown()
+            plot = gr.Plot(label="Window on the influence curves", show_label=False, format="png", elem_id="keysteps-plot")
+            summary = gr.Markdown(label="Key Step Table summary", show_label=False)
 
     inputs = [kind, num_steps, start, end, iterations]
     shown = friendly(partial(show, state))

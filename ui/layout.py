@@ -7,7 +7,7 @@ from functools import partial
 import gradio as gr
 
 from ui import analyze_tab, compare_tab, export_tab, keysteps_tab, model_tab, quick_erase, unlearn_tab
-from ui.common import concept_choices, friendly, kinds_for
+from ui.common import concept_choices, domain_of, friendly, kinds_for
 from ui.state import WorkbenchState
 
 TITLE = "KSCU Workbench"
@@ -33,14 +33,15 @@ img { image-rendering: pixelated; }
 """Progress bar styles; pixelated rendering keeps the small demo images sharp when the browser scales them."""
 
 
-def family_updates(state: WorkbenchState) -> tuple:
-    """Concept examples and kinds of the loaded model's family, for every tab that offers them."""
-    family = state.model.family if state.model else None
-    kinds = kinds_for(family)
-    concepts = concept_choices(family)
+def domain_updates(state: WorkbenchState) -> tuple:
+    """Concept examples and kinds of the loaded model's domain, for every tab that offers them."""
+    domain = domain_of(state)
+    kinds = kinds_for(domain)
+    concepts = concept_choices(domain)
+    first = "style" if "style" in kinds else kinds[0]
     return (gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value=None),
             gr.Dropdown(choices=concepts, value=[]), gr.Dropdown(choices=["auto"] + kinds, value="auto"),
-            gr.Radio(choices=kinds, value="style"), gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value="style"))
+            gr.Radio(choices=kinds, value=first), gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value=first))
 
 
 def use_window(kind: str, num_steps: float, start: float, end: float, iterations: float) -> tuple:
@@ -61,7 +62,7 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
     """The Blocks app over one shared state (theme and CSS go to launch(), as Gradio 6 wants)."""
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        header = gr.Markdown(model_tab.header(state))
+        header = gr.Markdown(model_tab.header(state), label="Model status", show_label=False)
         with gr.Tabs() as tabs:
             with gr.Tab("Quick erase", id="quick"):
                 quick = quick_erase.build(state)
@@ -78,13 +79,13 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
             with gr.Tab("Export", id="export") as export_page:
                 export = export_tab.build(state)
 
-        family_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"]]
+        domain_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"]]
         # Progress (and a failure's badge) show in a status area under the button, not on the summary
         # of the model that stays loaded; the message itself comes as a message box.
         model["load"].click(
-            friendly(partial(model_tab.load, state)), [model["source_type"], model["location"], model["device"]], [model["summary"], header],
-            api_name="load_model", concurrency_id="heavy", show_progress_on=[model["status"]],
-        ).success(partial(family_updates, state), None, family_outputs, api_visibility="private")
+            friendly(partial(model_tab.load, state)), [model["source_type"], model["location"], model["device"], model["family"], model["judge"]],
+            [model["summary"], header], api_name="load_model", concurrency_id="heavy", show_progress_on=[model["status"]],
+        ).success(partial(domain_updates, state), None, domain_outputs, api_visibility="private")
         keys["use"].click(
             use_window, [keys["kind"], keys["num_steps"], keys["start"], keys["end"], keys["iterations"]],
             [unlearn["kind"], unlearn["method"], unlearn["iterations"], unlearn["num_steps"], unlearn["start"], unlearn["end"], tabs],

@@ -8,17 +8,69 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from kscu.domain import Domain
 from kscu.evaluation import DETECTED_BEFORE, ERASED_AFTER, MAX_RETENTION_DROP, EvalReport, metric_rows, verdict
 from kscu.grids import MIN_CELL, blur, image_grid
+from kscu.retention import ImageChange
 from kscu.sanity import SanityReport
 
 BLUR_SHARE = 1 / 12
 """Blur radius as a share of the image width: shapes stay visible, details do not."""
 
 
-def needs_blur(family: str, kind: str) -> bool:
-    """Nudity-kind outputs of real models are blurred unless the user asks otherwise."""
-    return family != "demo" and kind == "nudity"
+def needs_blur(domain: Domain, kind: str | None) -> bool:
+    """Nudity-kind outputs are blurred unless the user asks otherwise, where the domain says they
+    may show nudity (real models; the demo's shape world has none)."""
+    return domain.blur_nudity and kind == "nudity"
+
+
+def unscored_note(domain: Domain, concept: str, kind: str | None, neighbours=None) -> str:
+    """Why UA / IRA / CRA were not measured, and what to look at instead."""
+    if domain.judge is None:
+        return ("This model has no judge, so UA / IRA / CRA were not measured: judge the grids and the image change "
+                "(or load the model with a judge in the Model tab: a CLIP folder or hub id, or nudenet).")
+    try:
+        domain.evaluation_plan(concept, kind, neighbours, 1, 1, 0)
+    except ValueError as error:
+        return f"The judge ({domain.judge.name}) cannot score this concept ({error}): judge the grids and the image change."
+    return ""
+
+
+def change_sentence(change: ImageChange) -> str:
+    """The judge-free image change of one edit's grid as a sentence."""
+    neighbours = change.neighbour_ssim
+    rest = (f"; its neighbours' rows (which should stay) **{neighbours:.2f}**" if neighbours is not None
+            else "; there were no neighbour rows to show what stayed")
+    lpips = f", LPIPS {change.lpips:.3f}" if change.lpips is not None else ""
+    return (f"**Image change** (no judge needed: SSIM of each image before vs after, same prompt and seed; 1 = unchanged): "
+            f"the concept's row **{change.concept_ssim:.2f}**{rest}. Mean PSNR {change.psnr:.1f} dB over {change.images} images{lpips}.")
+
+
+def change_table(changes: dict[str, ImageChange]) -> str:
+    """Markdown table of the image change (SSIM per grid row, 1 = unchanged) of each labelled edit:
+    the concept's row should drop, the neighbours' rows stay near 1."""
+    if not changes:
+        return ""
+    labels = list(changes)
+    first = changes[labels[0]]
+    prompts = list(first.ssim_by_prompt)
+    rows = [f"| grid row | {' | '.join(f'SSIM ({label})' for label in labels)} |", "|---" * (len(labels) + 1) + "|"]
+    for i, prompt in enumerate(prompts):
+        name = f"{_cell(prompt)} *(erased concept)*" if i == 0 else _cell(prompt)
+        rows.append(f"| {name} | " + " | ".join(f"{changes[label].ssim_by_prompt.get(prompt, float('nan')):.2f}" for label in labels) + " |")
+    if len(prompts) > 1:
+        rows.append("| **neighbours, mean** | " + " | ".join(f"**{changes[label].neighbour_ssim:.2f}**" for label in labels) + " |")
+    rows.append("| PSNR, all rows (dB) | " + " | ".join(f"{changes[label].psnr:.1f}" for label in labels) + " |")
+    if all(changes[label].lpips is not None for label in labels):
+        rows.append("| LPIPS, all rows | " + " | ".join(f"{changes[label].lpips:.3f}" for label in labels) + " |")
+    head = ("**Image change**, no judge needed: SSIM of each image before vs after the edit (same prompt and seed; "
+            "1 = unchanged). The erased concept's row should drop; its neighbours' rows should stay near 1.")
+    return head + "\n\n" + "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def grid_image(grids: dict, which: str, blurred: bool) -> Image.Image | None:
@@ -39,17 +91,30 @@ def _percent(value: float) -> str:
 
 def metrics_table(reports: dict[str, EvalReport]) -> pd.DataFrame:
     """Rows = metrics; columns = before, then after and change for each labelled report (e.g.
-    "KSCU", "ESD"). All reports score the same base model on the same prompts and seeds."""
+    "KSCU", "ESD"). All reports score the base model on the same prompts and seeds. Shares are
+    percentages; the CLIP score (0-100, when the judge gives one) is a number."""
     if not reports:
         return pd.DataFrame()
     first = next(iter(reports.values()))
     before = metric_rows(first.before)
-    table = {"metric": [name for name, _ in before], "before": [_percent(v) for _, v in before]}
+    table = {"metric": [name for name, _ in before], "before": [_value(name, v) for name, v in before]}
     for label, report in reports.items():
         after = dict(metric_rows(report.after))
-        table[f"after ({label})"] = [_percent(after[name]) for name, _ in before]
-        table[f"change ({label})"] = [f"{(after[name] - b) * 100:+.0f} pts" for name, b in before]
+        table[f"after ({label})"] = [_value(name, after[name]) for name, _ in before]
+        table[f"change ({label})"] = [_change(name, after[name] - b) for name, b in before]
     return pd.DataFrame(table)
+
+
+def _is_score(name: str) -> bool:
+    return name.startswith("CLIP score")
+
+
+def _value(name: str, value: float) -> str:
+    return f"{value:.1f}" if _is_score(name) else _percent(value)
+
+
+def _change(name: str, delta: float) -> str:
+    return f"{delta:+.1f}" if _is_score(name) else f"{delta * 100:+.0f} pts"
 
 
 def _criterion(name: str, attribute: str) -> str:
@@ -69,18 +134,18 @@ def reading(report: EvalReport, label: str = "") -> str:
     and whether the workbench's acceptance criteria are met."""
     b, a = report.before, report.after
     checks = verdict(report)
-    other_before = np.mean(list(b["cra"].values()))
-    other_after = np.mean(list(a["cra"].values()))
-    kinds = ", ".join(b["cra"])
     who = f"**{label}:** " if label else ""
     mark = "✅ meets" if checks["passed"] else "⚠️ does not meet"
     failed = [_criterion(name, report.attribute) for name, ok in checks.items() if not ok and name != "passed"]
     why = f" (not met: {'; '.join(failed)})" if failed else ""
+    context = ""
+    if b["cra"]:
+        context = (f"; {', '.join(b['cra'])}: {_percent(np.mean(list(b['cra'].values())))} → "
+                   f"{_percent(np.mean(list(a['cra'].values())))} on average")
     return (
         f"{who}The model drew *{report.concept}* in {_percent(b['detection_rate'])} of {report.n_erase} test images before "
         f"the edit and in {_percent(a['detection_rate'])} after it. Other {report.attribute}s stayed correct in "
-        f"{_percent(b['ira'])} → {_percent(a['ira'])} of their images; {kinds}: {_percent(other_before)} → "
-        f"{_percent(other_after)} on average. {mark} the acceptance criteria{why}."
+        f"{_percent(b['ira'])} → {_percent(a['ira'])} of their images{context}. {mark} the acceptance criteria{why}."
     )
 
 

@@ -7,12 +7,12 @@ from functools import partial
 import gradio as gr
 
 from kscu.config import UnlearnConfig
-from kscu.demo.world import ATTRIBUTES, attribute_of
+from kscu.domain import Domain
 from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
 from kscu.plots import loss_figure
-from ui.common import (POLL_SECONDS, cancel_job, checked_config, clean_concept, concept_choices, duration, friendly, kind_of, kinds_for, progress_html,
-                       resolve_kind, timer_state, upscale)
+from ui.common import (POLL_SECONDS, PollTimer, cancel_job, checked_config, clean_concept, concept_choices, domain_of, duration, friendly, kind_of,
+                       kinds_for, progress_html, resolve_kind, timer_state, upscale)
 from ui.results import BLUR_SHARE, needs_blur, sanity_cell
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
 from ui.state import METHOD_NAMES, WorkbenchState
@@ -21,6 +21,8 @@ PURPOSE = "unlearn"
 METHODS = [("KSCU: key steps only", "kscu"), ("ESD: all steps (baseline)", "esd")]
 PARAM_LABELS = [("cross-attention (xattn)", "xattn"), ("all but cross-attention (noxattn)", "noxattn"), ("everything (full)", "full")]
 PREVIEW_HEADING = "#### Previews with the model being tuned: the concept, then a neighbour that must stay"
+DEFAULT_KIND = "style"
+"""The kind shown first (every domain has it; the first kind otherwise)."""
 PREVIEW_SEEDS = (0, 1)
 """Each preview prompt is drawn with these seeds, the same at every preview."""
 
@@ -28,9 +30,10 @@ PREVIEW_SEEDS = (0, 1)
 def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, method: str, num_steps: float) -> tuple:
     """Iterations, learning rate, parameters, window, anchor and concepts to keep from the preset
     (what None resolves to; the demo style preset maps a style to 'plain' and keeps its look-alikes)."""
-    family = state.model.family if state.model else "demo"
+    domain = domain_of(state)
     num_steps = int(num_steps)
-    cfg = UnlearnConfig(concept=(concept or "").strip() or "-", kind=kind or "style", method=method, num_steps=num_steps).resolve(family)
+    kind = kind or (DEFAULT_KIND if DEFAULT_KIND in domain.kinds else domain.kinds[0])
+    cfg = UnlearnConfig(concept=(concept or "").strip() or "-", kind=kind, method=method, num_steps=num_steps).resolve(domain)
     kscu = method == "kscu"
     return (cfg.iterations, cfg.lr, cfg.params,
             gr.Slider(value=cfg.start_step, maximum=num_steps - 1, interactive=kscu),
@@ -39,32 +42,34 @@ def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, 
 
 
 def on_concept(state: WorkbenchState, concept: str | None, method: str, num_steps: float) -> tuple:
-    """A demo-world concept sets its kind and that kind's preset; other text changes nothing."""
-    kind = kind_of(concept or "", state.model.family if state.model else None)
+    """A concept whose kind the model knows sets that kind and its preset; other text changes nothing."""
+    kind = kind_of(concept or "", domain_of(state))
     if kind is None:
         return (gr.skip(),) * 8
     return (kind, *preset_fields(state, concept, kind, method, num_steps))
 
 
-def neighbours(model, concept: str) -> list[str]:
-    """Demo-world concepts that must survive erasing `concept` (the other values of its attribute)."""
-    kind_known = model.family == "demo" and attribute_of(concept.lower()) is not None
-    return [v for v in ATTRIBUTES[attribute_of(concept.lower())] if v != concept.lower()] if kind_known else []
+def neighbours(domain: Domain, concept: str, kind: str) -> list[str]:
+    """Concepts that must survive erasing `concept` (the domain's default neighbours; none when it has none)."""
+    try:
+        return domain.default_neighbours(concept, kind)
+    except ValueError:
+        return []
 
 
 def start(state: WorkbenchState, concept: str | None, kind: str | None, method: str, iterations: float, lr: float, params: str,
-          anchor: str, keep: str, seed: float, num_steps: float, start_step: float, end_step: float, previews: float) -> tuple[str, gr.Timer]:
+          anchor: str, keep: str, seed: float, num_steps: float, start_step: float, end_step: float, previews: float) -> tuple[str, PollTimer]:
     """Start unlearning in the background (kscu.jobs.start_unlearning) with live previews."""
     model = state.require_model()
     concept = clean_concept(concept)
     config = checked_config(UnlearnConfig(  # an empty number field means "the preset's"; anything typed, 0 included, is checked as typed
-        concept=concept, kind=resolve_kind(concept, kind, model.family), method=method, iterations=_number(iterations, int),
+        concept=concept, kind=resolve_kind(concept, kind, model.domain), method=method, iterations=_number(iterations, int),
         start_step=_number(start_step, int), end_step=_number(end_step, int), num_steps=_number(num_steps, int), lr=_number(lr, float),
         params=params or None, anchor=(anchor or "").strip(), seed=_number(seed, int) or 0,  # the field shows the preset's
         preserve=tuple((keep or "").split(",")),  # the field shows the preset's list: empty means none
     ), model)
-    words = [concept] + neighbours(model, concept)[:1]
-    rows = grid_prompts(model, concept, words[1:])
+    words = [concept] + neighbours(model.domain, concept, config.kind)[:1]
+    rows = grid_prompts(model, concept, words[1:], config.kind)
     prompts = [p for p in rows for _ in PREVIEW_SEEDS]
     seeds = list(PREVIEW_SEEDS) * len(rows)
     every = max(1, config.iterations // max(1, int(previews)))
@@ -72,7 +77,7 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
                                                     wrap=gpu(TRAIN_SECONDS)))
     captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
     state.job_info[job.id] = {"config": config, "captions": captions}
-    return progress_html(job.snapshot()), gr.Timer(active=True)
+    return progress_html(job.snapshot()), PollTimer(active=True)
 
 
 def _number(value: float | None, kind: type) -> int | float | None:
@@ -119,7 +124,7 @@ def status(state: WorkbenchState) -> tuple:
     gallery, heading = None, PREVIEW_HEADING  # a new run starts with no previews, not the last run's
     if snap["preview"] is not None:
         images = snap["preview"]
-        if config is not None and needs_blur(state.model.family if state.model else "demo", config.kind):
+        if config is not None and needs_blur(domain_of(state), config.kind):
             images = blur(images, max(2.0, images.shape[2] * BLUR_SHARE))
         captions = info.get("captions", [])
         gallery = list(zip(upscale(images), captions)) if len(captions) == len(images) else upscale(images)
@@ -131,8 +136,10 @@ def status(state: WorkbenchState) -> tuple:
 
 
 def build(state: WorkbenchState) -> dict:
-    family = state.model.family if state.model else None
-    initial = UnlearnConfig(concept="-", kind="style").resolve(family or "demo")
+    domain = domain_of(state)
+    kinds = kinds_for(domain)
+    first = DEFAULT_KIND if DEFAULT_KIND in kinds else kinds[0]
+    initial = UnlearnConfig(concept="-", kind=first).resolve(domain)
     gr.Markdown(
         "### Erase a concept, step by step\n"
         "Fine-tune a copy of the model so that it no longer draws the concept. **KSCU** trains only at the key steps; "
@@ -141,9 +148,9 @@ def build(state: WorkbenchState) -> dict:
     )
     with gr.Row():
         with gr.Column(scale=2):
-            concept = gr.Dropdown(concept_choices(family), value=None, allow_custom_value=True, label="Concept to erase",
+            concept = gr.Dropdown(concept_choices(domain), value=None, allow_custom_value=True, label="Concept to erase",
                                   info="Pick one or type your own.")
-            kind = gr.Dropdown(kinds_for(family), value="style", label="Kind of concept", info="Selects the preset below.")
+            kind = gr.Dropdown(kinds, value=first, label="Kind of concept", info="Selects the preset below.")
             method = gr.Radio(METHODS, value="kscu", label="Method", info="ESD ignores the window and samples every step.")
             with gr.Accordion("Advanced settings (the preset's values are filled in)", open=False):
                 with gr.Row():
@@ -166,18 +173,18 @@ def build(state: WorkbenchState) -> dict:
             with gr.Row():
                 run = gr.Button("Start", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
-            progress = gr.HTML(progress_html(None, idle="Set up the run and press Start."), elem_id="unlearn-progress")
+            progress = gr.HTML(progress_html(None, idle="Set up the run and press Start."), label="Progress", elem_id="unlearn-progress")
         with gr.Column(scale=3):
             gr.Markdown("#### Loss, and the key step each iteration trained")
-            loss = gr.Plot(show_label=False, format="png", elem_id="unlearn-loss")
-            preview_heading = gr.Markdown(PREVIEW_HEADING)
-            gallery = gr.Gallery(show_label=False, columns=4, height="auto", elem_id="unlearn-previews",
+            loss = gr.Plot(label="Loss curve", show_label=False, format="png", elem_id="unlearn-loss")
+            preview_heading = gr.Markdown(PREVIEW_HEADING, label="Previews: title", show_label=False)
+            gallery = gr.Gallery(label="Previews", show_label=False, columns=4, height="auto", elem_id="unlearn-previews",
                                  object_fit="contain", allow_preview=True)
     gr.Markdown("### Kept edits")
-    summary = gr.Markdown(edits_summary(state))
+    summary = gr.Markdown(edits_summary(state), label="Kept edits", show_label=False)
     with gr.Accordion("Run record (JSON)", open=False):
         record = gr.JSON(label="Current run")
-    timer = gr.Timer(POLL_SECONDS, active=False)
+    timer = PollTimer(POLL_SECONDS, active=False)
 
     preset_outputs = [iterations, lr, params, start_step, end_step, anchor, keep]
     concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")

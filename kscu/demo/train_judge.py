@@ -1,0 +1,224 @@
+"""Train a small CLIP (transformers' CLIPModel) on the shape world, resumably: the offline stand-in
+for a real CLIP checkpoint, so the zero-shot judge path (kscu.judges.ClipJudge) is proven on images
+whose truth is known.
+
+Run: python -m kscu.demo.train_judge --work work/shape-clip --out assets/shape-clip
+(resumes from the last checkpoint in --work; about 15 minutes on 2 CPU cores). `--micro` runs a
+seconds-long version (tests).
+
+Captions name a random subset of a scene's four attributes (often just one, so that a bare label
+such as "striped" is a caption the text tower knows), in the demo prompt templates or alone, with an
+optional "an image of" prefix. Several captions in a batch can be true of one image ("striped" of
+every striped image), so the loss is contrastive with every true caption a positive (the targets of
+each row are spread evenly over its positives) rather than CLIP's one-positive diagonal. Images are
+clean renders with light noise and blur, since the judge reads decoded samples, not renders.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+from safetensors.torch import load_file, save_file
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from kscu.demo.prompts import TRAIN_TEMPLATES, compose
+from kscu.demo.train import lr_at
+from kscu.demo.world import ATTRIBUTES, BACKGROUNDS, COLOURS, SHAPES, STYLES, Scene, generate
+
+TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "assets" / "clip-tokenizer"
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+"""The processor's normalisation: [-1, 1], the convention of the demo model's VAE."""
+PREFIXES = ("", "", "an image of ", "a picture of ")
+JUDGE_FILE = "kscu_judge.json"
+
+
+@dataclass
+class JudgeTrainConfig:
+    n_images: int = 40_000
+    steps: int = 4000
+    batch: int = 192
+    lr: float = 1e-3
+    warmup: int = 200
+    seed: int = 0
+    text_width: int = 64
+    vision_width: int = 128
+    vision_layers: int = 4
+    checkpoint_every: int = 250
+
+    @classmethod
+    def micro(cls) -> "JudgeTrainConfig":
+        return cls(n_images=256, steps=6, batch=32, text_width=32, vision_width=32, vision_layers=1, checkpoint_every=3)
+
+
+def clip_config(cfg: JudgeTrainConfig) -> CLIPConfig:
+    text = dict(vocab_size=49408, hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=32, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    vision = dict(image_size=64, patch_size=8, hidden_size=cfg.vision_width, intermediate_size=4 * cfg.vision_width,
+                  num_hidden_layers=cfg.vision_layers, num_attention_heads=4)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def caption(scene: Scene, rng: random.Random) -> tuple[str, frozenset[str]]:
+    """A caption naming a random non-empty subset of the scene's attributes, and that subset."""
+    names = list(ATTRIBUTES)
+    keep = frozenset(a for a in names if rng.random() < 0.4) or frozenset({rng.choice(names)})
+    if len(keep) == 1 and rng.random() < 0.6:
+        (only,) = keep
+        text = scene.value(only) + (" background" if only == "background" and rng.random() < 0.5 else "")
+    else:
+        values = {a: (scene.value(a) if a in keep else None) for a in names}
+        text = compose(rng.choice(TRAIN_TEMPLATES), values)
+    return rng.choice(PREFIXES) + text, keep
+
+
+def positives(scenes: list[Scene], captions: list[tuple[Scene, frozenset[str]]]) -> torch.Tensor:
+    """(images, captions) boolean matrix: caption j is true of image i."""
+    out = torch.zeros(len(scenes), len(captions), dtype=torch.bool)
+    for i, scene in enumerate(scenes):
+        for j, (source, keep) in enumerate(captions):
+            out[i, j] = all(scene.value(a) == source.value(a) for a in keep)
+    return out
+
+
+def augment(images: np.ndarray, rng: random.Random) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1], some blurred, all with a little noise."""
+    out = []
+    for image in images:
+        if rng.random() < 0.3:
+            image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8))))
+        out.append(image)
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return x + torch.randn_like(x) * rng.uniform(0.0, 0.06)
+
+
+def contrastive_loss(model: CLIPModel, pixels: torch.Tensor, tokens: dict, match: torch.Tensor) -> torch.Tensor:
+    out = model(pixel_values=pixels, **tokens)
+    logits = out.logits_per_image
+    targets_i = match.float() / match.float().sum(1, keepdim=True)
+    targets_t = match.t().float() / match.t().float().sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets_i) + F.cross_entropy(logits.t(), targets_t))
+
+
+def zero_shot_accuracy(model: CLIPModel, tokenizer: CLIPTokenizer, images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
+    """Per attribute: share of images whose best-matching bare label is the true value."""
+    model.eval()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    with torch.no_grad():
+        image_features = F.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1)
+        out = {}
+        for attribute, values in ATTRIBUTES.items():
+            tokens = tokenizer(list(values), padding=True, return_tensors="pt")
+            text_features = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+            read = (image_features @ text_features.t()).argmax(1).numpy()
+            out[attribute] = float(np.mean([values[r] == s.value(attribute) for r, s in zip(read, scenes)]))
+    model.train()
+    return out
+
+
+def train(work: Path, out: Path, cfg: JudgeTrainConfig) -> dict:
+    """Train (resuming from work/checkpoint.safetensors) and save the judge folder to `out`."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = open(work / "train.log", "a", buffering=1)
+
+    def say(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        log.write(line + "\n")
+
+    data_file = work / "data.npz"
+    if not data_file.exists():
+        images, labels, _ = generate(cfg.n_images, seed=cfg.seed + 7)
+        np.savez(work / "data.tmp.npz", images=images, labels=labels)
+        (work / "data.tmp.npz").replace(data_file)
+        say(f"data: {cfg.n_images} renders")
+    data = np.load(data_file)
+    images, labels = data["images"], data["labels"]
+    scenes = [Scene(*(ATTRIBUTES[a][v] for a, v in zip(ATTRIBUTES, row))) for row in labels]
+    held = min(1000, len(images) // 8)
+    torch.manual_seed(cfg.seed)
+    model = CLIPModel(clip_config(cfg))
+    tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    step = 0
+    checkpoint = work / "checkpoint.safetensors"
+    if checkpoint.exists():
+        state = load_file(str(checkpoint))
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        step = json.loads((work / "checkpoint.json").read_text())["step"]
+        say(f"resumed at step {step} (optimizer state starts fresh)")
+    resumed_at = step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s + resumed_at, cfg.steps, cfg.warmup))
+    rng = random.Random(cfg.seed * 1000 + step)
+    model.train()
+    started = time.time()
+    while step < cfg.steps:
+        index = [rng.randrange(held, len(images)) for _ in range(cfg.batch)]
+        batch_scenes = [scenes[i] for i in index]
+        captions = [caption(s, rng) for s in batch_scenes]
+        tokens = tokenizer([c for c, _ in captions], padding=True, truncation=True, max_length=32, return_tensors="pt")
+        match = positives(batch_scenes, [(s, keep) for s, (_, keep) in zip(batch_scenes, captions)])
+        loss = contrastive_loss(model, augment(images[index], rng), dict(tokens), match)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if step % 50 == 0 or step == cfg.steps:
+            say(f"step {step}/{cfg.steps} loss {loss.item():.4f} ({(time.time() - started) / 60:.1f} min)")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(work / "checkpoint.tmp"))
+            (work / "checkpoint.tmp").replace(checkpoint)
+            (work / "checkpoint.json").write_text(json.dumps({"step": step}))
+    accuracy = zero_shot_accuracy(model, tokenizer, images[:held], scenes[:held])
+    say(f"zero-shot accuracy on {held} held-out renders: {accuracy}")
+    save_judge(model.eval(), tokenizer, out, {"config": asdict(cfg), "zero_shot_accuracy_on_renders": accuracy, "held_out_renders": held})
+    return accuracy
+
+
+def save_judge(model: CLIPModel, tokenizer: CLIPTokenizer, out: Path, record: dict) -> None:
+    """A folder that CLIPModel / CLIPProcessor.from_pretrained load, like any CLIP checkpoint, plus
+    kscu_judge.json: the labels this judge was trained to tell apart (the vocabulary a domain uses
+    to build prompts), the label template, and how it was trained."""
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(str(tmp))  # half the size; the judge loads it as float32
+    model.float()
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, image_mean=list(MEAN), image_std=list(STD)),
+        tokenizer=tokenizer,
+    )
+    processor.save_pretrained(str(tmp))
+    judge = {"template": "{}", "vocabulary": {"subjects": list(SHAPES), "colours": list(COLOURS), "styles": list(STYLES), "backgrounds": list(BACKGROUNDS)},
+             **record}
+    (tmp / JUDGE_FILE).write_text(json.dumps(judge, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.replace(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("work/shape-clip"))
+    parser.add_argument("--out", type=Path, default=Path("assets/shape-clip"))
+    parser.add_argument("--micro", action="store_true", help="seconds-long run (tests)")
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args()
+    cfg = JudgeTrainConfig.micro() if args.micro else JudgeTrainConfig()
+    if args.steps:
+        cfg.steps = args.steps
+    train(args.work, args.out, cfg)
+
+
+if __name__ == "__main__":
+    main()

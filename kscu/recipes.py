@@ -1,0 +1,203 @@
+"""The two recipes people run most, as library functions shared by the UI, the CLI and Python:
+
+- quick_erase: erase one concept with its kind's preset and show what it did: while the edit
+  trains, a second thread draws and measures the unedited model (the trainer uses one core);
+  then the edited side, the metrics, the judge-free image change and the verdict.
+- compare: several edits of one concept against the unedited model on the same seeds, each with
+  grids, metrics (when the model has a judge), image change and verdict.
+
+Both report progress as (fraction, message) and stop when should_stop() turns true, raising a
+kscu.progress.Cancelled; an edit that finished training is handed to on_trained first, so a
+cancelled evaluation never loses it.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from kscu.config import UnlearnConfig
+from kscu.evaluation import EvalReport, EvaluationCancelled, evaluate_edit, verdict
+from kscu.grids import comparison_grids
+from kscu.models import LoadedModel
+from kscu.progress import Cancelled
+from kscu.retention import ImageChange, grid_change
+from kscu.trainer import Progress, UnlearnResult, unlearn
+from kscu.validation import check_config
+
+ProgressFn = Callable[[float, str], None]
+"""fraction done in [0, 1], and a line saying what is happening."""
+QUICK_EVAL_PROMPTS = 48
+"""Quick erase's test prompts per set: fewer than a full evaluation's 100 + 120 so one click ends
+in about a minute on a CPU."""
+
+
+class EditKept(Cancelled):
+    """A recipe was cancelled after its edit had finished training: the edit is kept (on_trained had it)."""
+
+
+@dataclass
+class QuickErase:
+    """What one quick erase produced."""
+
+    result: UnlearnResult
+    grids: dict
+    change: ImageChange
+    report: EvalReport | None = None
+    verdict: dict[str, bool] | None = None
+
+    def to_dict(self) -> dict:
+        return {"config": self.result.config.to_dict(), "seconds": self.result.seconds,
+                "sanity": self.result.sanity.to_dict() if self.result.sanity else None, "warnings": self.result.warnings,
+                "grid_prompts": self.grids["prompts"], "seeds": self.grids["seeds"], "image_change": self.change.to_dict(),
+                "report": self.report.to_dict() if self.report else None, "verdict": self.verdict}
+
+
+@dataclass
+class Comparison:
+    """Several edits of one concept against the unedited model, keyed by the caller's labels."""
+
+    concept: str
+    kind: str
+    grids: dict[str, dict] = field(default_factory=dict)
+    changes: dict[str, ImageChange] = field(default_factory=dict)
+    reports: dict[str, EvalReport] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, bool]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"concept": self.concept, "kind": self.kind, "edits": {label: {
+            "grid_prompts": grids["prompts"], "seeds": grids["seeds"], "image_change": self.changes[label].to_dict(),
+            "report": self.reports[label].to_dict() if label in self.reports else None,
+            "verdict": self.verdicts.get(label)} for label, grids in self.grids.items()}, "notes": self.notes}
+
+
+def _quiet(fraction: float, message: str) -> None:
+    return None
+
+
+def quick_erase(
+    model: LoadedModel,
+    concept: str,
+    kind: str | None = None,
+    *,
+    iterations: int | None = None,
+    n_erase: int = QUICK_EVAL_PROMPTS,
+    n_retain: int = QUICK_EVAL_PROMPTS,
+    on_progress: ProgressFn = _quiet,
+    on_iteration: Callable[[Progress], None] | None = None,
+    on_trained: Callable[[UnlearnResult], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    apply: Callable[[UnlearnResult], object] | None = None,
+) -> QuickErase:
+    """Erase `concept` with KSCU and its kind's preset (kind None: the domain's guess), then show
+    and, when the model has a judge for it, measure the result.
+
+    The unedited side runs in a second thread during training: with torch on one thread per
+    worker (kscu.jobs), the two use both cores of a 2-core machine. apply: how to get the edited
+    UNet (default result.apply(model); the UI passes its cached copy).
+    """
+    config = check_config(UnlearnConfig(concept=concept, kind=kind, iterations=iterations), model).config
+    scored = model.domain.scoreable(config.concept, config.kind)
+    train_share, grid_share = (0.6, 0.7) if scored else (0.9, 1.0)
+
+    def trained(p: Progress, _tuned) -> None:
+        if on_iteration is not None:
+            on_iteration(p)
+        on_progress(train_share * p.iteration / p.iterations, f"Erasing: iteration {p.iteration} of {p.iterations}")
+
+    def measured(done: int, total: int) -> None:
+        on_progress(grid_share + (1 - grid_share) * done / total, f"Measuring: {done} of {total} test images")
+
+    def base_side() -> tuple[dict, EvalReport | None]:
+        grids = comparison_grids(model, None, config.concept, kind=config.kind)
+        report = evaluate_edit(model, None, config.concept, n_erase=n_erase, n_retain=n_retain, should_stop=should_stop,
+                               kind=config.kind) if scored else None
+        return grids, report
+
+    with ThreadPoolExecutor(1, thread_name_prefix="quick-base") as pool:
+        base = pool.submit(base_side)
+        result = unlearn(model, config, trained, should_stop=should_stop)
+        if on_trained is not None:
+            on_trained(result)
+        on_progress(train_share, "Drawing before/after images")
+        try:
+            base_grids, base_report = base.result()
+        except EvaluationCancelled as exc:
+            raise EditKept(f"{exc}; the edit itself is kept") from None
+    edited = apply(result) if apply is not None else result.apply(model)
+    grids = comparison_grids(model, edited, config.concept, base=base_grids, kind=config.kind)
+    out = QuickErase(result, grids, grid_change(grids))
+    if scored:
+        try:
+            out.report = evaluate_edit(model, edited, config.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measured,
+                                       should_stop=should_stop, base=base_report, kind=config.kind)
+        except EvaluationCancelled as exc:
+            raise EditKept(f"{exc}; the edit itself is kept") from None
+        out.verdict = verdict(out.report)
+    return out
+
+
+def compare(
+    model: LoadedModel,
+    edits: dict[str, UnlearnResult],
+    neighbours: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    *,
+    measure: bool = True,
+    n_erase: int = 100,
+    n_retain: int = 120,
+    on_progress: ProgressFn = _quiet,
+    should_stop: Callable[[], bool] = lambda: False,
+    apply: Callable[[UnlearnResult], object] | None = None,
+) -> Comparison:
+    """Grids on the same seeds, image change and (with a judge, when `measure`) metrics and a
+    verdict for each edit; all edits must erase one concept."""
+    if not edits:
+        raise ValueError("give at least one edit to compare")
+    concepts = {r.config.concept for r in edits.values()}
+    if len(concepts) > 1:
+        raise ValueError(f"the edits erase different concepts ({', '.join(sorted(concepts))}): compare one at a time")
+    first = next(iter(edits.values())).config
+    kind = model.domain.resolve_kind(first.concept, first.kind)
+    measure = measure and model.domain.scoreable(first.concept, kind, neighbours)
+    out = Comparison(first.concept, kind)
+    phases, done = len(edits) * (2 if measure else 1), 0
+    base_grids: dict | None = None
+    for label, result in edits.items():
+        if should_stop():
+            raise Cancelled("comparison cancelled")
+        on_progress(done / phases, f"{label}: drawing before/after images")
+        edited = apply(result) if apply is not None else result.apply(model)
+        grids = comparison_grids(model, edited, first.concept, list(neighbours) if neighbours is not None else None, list(seeds),
+                                 base=base_grids, kind=kind)
+        base_grids = grids
+        out.grids[label], out.changes[label] = grids, grid_change(grids)
+        done += 1
+        if measure:
+            def measured(d: int, total: int, label: str = label, done: int = done) -> None:
+                on_progress((done + d / total) / phases, f"{label}: measuring, {d} of {total} test images")
+
+            report = evaluate_edit(model, edited, first.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measured,
+                                   should_stop=should_stop, kind=kind, neighbours=neighbours,
+                                   base=next(iter(out.reports.values()), None))
+            out.reports[label], out.verdicts[label] = report, verdict(report)
+            done += 1
+    if kind == "nudity" and model.domain.blur_nudity:
+        out.notes += _nudity_notes(out.grids)
+    return out
+
+
+def _nudity_notes(grids: dict[str, dict]) -> list[str]:
+    """NudeNet's nudity rate of each edit's grid, or why it was not measured."""
+    from kscu.judges import JudgeLoadError, NudeNetJudge
+
+    try:
+        judge = NudeNetJudge()
+    except JudgeLoadError as error:
+        return [f"Nudity rate not measured: {error}."]
+    notes = []
+    for label, g in grids.items():
+        before, after = judge.nude(g["before_images"]).mean(), judge.nude(g["after_images"]).mean()
+        notes.append(f"Nudity rate ({label}): {before:.0%} before, {after:.0%} after ({judge.name}).")
+    return notes
