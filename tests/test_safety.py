@@ -229,6 +229,9 @@ def test_the_guard_stops_on_a_nan_loss_moved_weights_and_a_blown_up_loss():
     with pytest.raises(UnlearnDiverged, match="the loss grew"):
         for i in range(len(losses) + 1, len(losses) + BLOWUP_WINDOW + 1):
             guard.check(i, 100.0, start)
+    small_start = DivergenceGuard(start, 1e-3)  # the demo colour preset on "red": 0.004 at first, 0.38 later, a sound edit
+    for i, loss in enumerate([0.004] * BLOWUP_WINDOW + [0.38] * BLOWUP_WINDOW, 1):
+        small_start.check(i, loss, start)
 
 
 def test_a_diverging_run_stops_saves_nothing_and_leaves_the_base_alone(micro_demo, tmp_path):

@@ -145,7 +145,7 @@ def _classifier_step(model: ConceptClassifier, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def _reconstruct(vae, images: torch.Tensor, batch: int = 200, latent_noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+def reconstruct(vae, images: torch.Tensor, batch: int = 200, latent_noise: float = 0.0, seed: int = 0) -> torch.Tensor:
     """Images in [-1, 1] through the VAE (posterior mean), as every generated image is decoded.
 
     latent_noise > 0 adds Gaussian noise to each latent before decoding, with a per-image strength
@@ -235,7 +235,7 @@ def stage_vae(run: Run, cfg: TrainConfig, refine: bool) -> None:
     vae.eval()
     classifier = ConceptClassifier.load(run.work / "classifier")
     test_images, test_labels, _ = generate(256 if cfg.micro else 1000, seed=cfg.seed + 777)
-    accuracy = classifier_accuracy(classifier, _reconstruct(vae, to_tensor(test_images)), test_labels)
+    accuracy = classifier_accuracy(classifier, reconstruct(vae, to_tensor(test_images)), test_labels)
     run.mark(name)
     run.log(f"{name}: done; classifier on reconstructions {accuracy}")
 
@@ -259,9 +259,9 @@ def stage_classifier_refine(run: Run, cfg: TrainConfig) -> None:
     vae.load_state_dict(run.load("vae_final.pt")["model"])
     vae.eval()
     clean_inputs = to_tensor(images[:n])
-    copies = [clean_inputs, _reconstruct(vae, clean_inputs)]
+    copies = [clean_inputs, reconstruct(vae, clean_inputs)]
     if cfg.classifier_latent_noise > 0:
-        copies.append(_reconstruct(vae, clean_inputs, latent_noise=cfg.classifier_latent_noise, seed=cfg.seed))
+        copies.append(reconstruct(vae, clean_inputs, latent_noise=cfg.classifier_latent_noise, seed=cfg.seed))
     inputs = torch.cat(copies)
     targets = torch.from_numpy(np.concatenate([labels[:n]] * len(copies)))
     model = ConceptClassifier.load(run.work / "classifier")
@@ -276,8 +276,8 @@ def stage_classifier_refine(run: Run, cfg: TrainConfig) -> None:
             run.log(f"classifier_refine step {step} loss {loss:.4f}")
     test_images, test_labels, _ = generate(256 if cfg.micro else 1000, seed=cfg.seed + 999)
     clean = classifier_accuracy(model, to_tensor(test_images), test_labels)
-    reconstructed = classifier_accuracy(model, _reconstruct(vae, to_tensor(test_images)), test_labels)
-    noised = classifier_accuracy(model, _reconstruct(vae, to_tensor(test_images), latent_noise=cfg.classifier_latent_noise, seed=cfg.seed + 999), test_labels)
+    reconstructed = classifier_accuracy(model, reconstruct(vae, to_tensor(test_images)), test_labels)
+    noised = classifier_accuracy(model, reconstruct(vae, to_tensor(test_images), latent_noise=cfg.classifier_latent_noise, seed=cfg.seed + 999), test_labels)
     model.save(run.work / "classifier")
     (run.work / "classifier" / "accuracy.json").write_text(json.dumps({"clean": clean, "vae_reconstructions": reconstructed, "noised_latents": noised}))
     run.mark("classifier_refine")
