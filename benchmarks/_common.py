@@ -150,29 +150,44 @@ class Cost:
 
     sampling: list[int]
     """Per iteration, to reach x_k: 2k from noise, or 2 with trajectory reuse (KSCU only)."""
-    targets: int
-    """Per iteration, frozen targets: c and "", plus the anchor unless it is empty."""
+    targets: list[int]
+    """Per iteration, frozen targets: c and "", plus the anchor unless the phrasing's anchor is empty."""
     predictions: int
     """Per iteration, tuned predictions (the ones backpropagated): 2 with the lambda2 term, else 1."""
 
     def per_iteration(self) -> list[int]:
-        return [s + self.targets + self.predictions for s in self.sampling]
+        return [s + t + self.predictions for s, t in zip(self.sampling, self.targets)]
 
 
 def cost_model(config: UnlearnConfig, domain: Domain) -> Cost:
-    """The UNet images `unlearn(model, config)` evaluates, without running it."""
+    """The UNet images `unlearn(model, config)` evaluates, without running it: the trainer's table,
+    trajectory reuse and choice of phrasing (its random stream replayed: a phrasing with an empty
+    anchor needs one frozen target less, and the generic domain mixes both)."""
+    import random
+
+    from kscu.concepts import augment_prompt
+    from kscu.trainer import AUGMENT_SHARE
+
     cfg = config.resolve(domain)
     if cfg.method == "esd":
         table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
     else:
         table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
-    anchored = domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)[0].anchor != ""
-    sampling, previous = [], None
-    for k in table:
-        sampling.append(2 if cfg.method == "kscu" and previous == k - 1 else 2 * k)
-        previous = k
+    pairs = domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)
+    rng = random.Random(cfg.seed)  # the trainer's stream: a phrasing per trajectory, augmentation at the end
+    augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
     keep = 1 if cfg.preserve else 0  # a second trajectory, sampled and reused alike, one target, one prediction
-    return Cost([s * (1 + keep) for s in sampling], (3 if anchored else 2) + keep, (2 if cfg.lambda2 > 0 else 1) + keep)
+    sampling, targets, previous, pair = [], [], None, pairs[0]
+    for i, k in enumerate(table):
+        continues = cfg.method == "kscu" and previous == k - 1
+        if not continues:
+            pair = rng.choice(pairs)
+        if i >= augment_from:
+            augment_prompt(pair.prompt, cfg.concept, rng)
+        sampling.append((2 if continues else 2 * k) * (1 + keep))
+        targets.append((2 if pair.anchor == "" else 3) + keep)
+        previous = k
+    return Cost(sampling, targets, (2 if cfg.lambda2 > 0 else 1) + keep)
 
 
 def checked_forwards(result: UnlearnResult, domain: Domain) -> list[int]:

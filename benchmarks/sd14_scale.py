@@ -120,8 +120,8 @@ def device_rows(device: str, kind: str, kscu: dict, esd: dict, flops: int, peak:
     picks += [(f"esd (k = {k})", esd, i, esd["seconds"][i]) for i, k in enumerate(esd["steps"])]
     rows = []
     for name, run, i, seconds in picks:
-        images = run["sampling_images"][i] + run["targets"] + run["predictions"]
-        f = iteration_flops(flops, run["sampling_images"][i], run["targets"], run["predictions"])
+        images = run["sampling_images"][i] + run["targets"][i] + run["predictions"]
+        f = iteration_flops(flops, run["sampling_images"][i], run["targets"][i], run["predictions"])
         rows.append({"device": device, "kind": kind, "iteration": name, "seconds": seconds, "it_per_s": 1 / seconds, "unet_images": images,
                      "tflop": f / 1e12, "flop_bound_s": f / peak, "measured_over_bound": seconds * peak / f, "peak_memory_gb": run["peak_memory_gb"]})
     return rows, {"seconds_per_sampling_image": per_image, "rest_kscu": rest_kscu, "rest_esd": rest_esd}
@@ -133,7 +133,7 @@ def projections(device: str, kind: str, fit: dict, flops: int, peak: float) -> l
     for method, iterations, rest in (("kscu", PAPER_PRESETS[kind].iterations, fit["rest_kscu"]), ("esd", PAPER_ESD_ITERATIONS, fit["rest_esd"])):
         cost = cost_model(UnlearnConfig(CONCEPTS[kind], kind, method, iterations=iterations, augment=False), build_domain("sd1"))
         seconds = fit["seconds_per_sampling_image"] * sum(cost.sampling) + rest * iterations
-        f = sum(iteration_flops(flops, s, cost.targets, cost.predictions) for s in cost.sampling)
+        f = sum(iteration_flops(flops, s, t, cost.predictions) for s, t in zip(cost.sampling, cost.targets))
         rows.append({"device": device, "run": f"{method.upper()} {kind} ({PAPER_PRESETS[kind].params})", "iterations": iterations,
                      "unet_images": sum(cost.per_iteration()), "projected_s": seconds, "projected_h": seconds / 3600, "flop_bound_s": f / peak})
     return rows

@@ -51,7 +51,7 @@ def test_cost_model_matches_the_trainer(micro_demo, method, start):
     result = unlearn(micro_demo, config)
     per_iteration = checked_forwards(result, micro_demo.domain)  # raises when they disagree
     cost = cost_model(config, micro_demo.domain)
-    assert len(per_iteration) == 9 and cost.targets == 3  # anchored demo prompts: c, "" and the anchor
+    assert len(per_iteration) == 9 and cost.targets == [3] * 9  # anchored demo prompts: c, "" and the anchor
     if method == "kscu":  # windows [3, 8): from noise at 3, then reuse; the table wraps after 5
         assert cost.sampling == [6, 2, 2, 2, 2, 6, 2, 2, 2] and cost.predictions == 2
     else:
@@ -67,3 +67,15 @@ def test_first_crossing_interpolates_and_says_when_never():
 def test_marks_cover_the_run():
     assert marks(250, [0.25, 0.5, 0.75, 1.0]) == [62, 125, 188, 250]
     assert marks(3, [0.01, 1.0]) == [1, 3]
+
+
+def test_cost_model_follows_the_generic_domains_mixed_anchors(micro_demo_dir):
+    """The SD1.x templates mix an empty anchor (the bare concept) with sentence anchors: the cost
+    model replays the trainer's choice of phrasing per trajectory."""
+    from kscu.models import load_model
+
+    generic = load_model(str(micro_demo_dir), device="cpu", family="sd1")
+    config = UnlearnConfig("Van Gogh", iterations=40, num_steps=8, start_step=4, seed=1)  # seed 1 draws both kinds of phrasing
+    result = unlearn(generic, config)
+    assert set(cost_model(config, generic.domain).targets) == {2, 3}
+    checked_forwards(result, generic.domain)  # raises when they disagree
