@@ -194,12 +194,8 @@ def cmd_influence(args) -> int:
     reports = []
     for concept in args.concept:
         with _bar(f"influence of {concept!r}", 100, args.json) as bar:
-            def progress(fraction: float, message: str = "", bar=bar) -> None:
-                bar.n = int(fraction * 100)
-                bar.set_postfix_str(message)
-                bar.refresh()
-
-            reports.append(analyze(model, concept, kind=args.kind, measures=measures, num_steps=args.steps, seeds=args.seeds, anchor=args.anchor, on_progress=progress))
+            reports.append(analyze(model, concept, kind=args.kind, measures=measures, num_steps=args.steps, seeds=args.seeds,
+                                   anchor=args.anchor, on_progress=_fraction_progress(bar)))
     args.out.mkdir(parents=True, exist_ok=True)
     figure = influence_figure(reports)
     figure.savefig(args.out / "influence.png", dpi=120)
@@ -328,13 +324,8 @@ def cmd_quick_erase(args) -> int:
 
     torch.set_num_threads(1)  # training and the unedited side run in two threads, one core each
     with _bar(f"quick erase {args.concept!r}", 100, args.json) as bar:
-        def progress(fraction: float, message: str) -> None:
-            bar.n = int(fraction * 100)
-            bar.set_postfix_str(message)
-            bar.refresh()
-
         out = quick_erase(model, args.concept, args.kind, iterations=args.iterations, n_erase=args.n_erase, n_retain=args.n_retain,
-                          on_progress=progress)
+                          on_progress=_fraction_progress(bar))
     payload = out.to_dict()
     saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
     if saved is not None:
@@ -369,13 +360,8 @@ def cmd_compare(args) -> int:
         if warning:
             print(f"warning: {label}: {warning}", file=sys.stderr)
     with _bar("compare", 100, args.json) as bar:
-        def progress(fraction: float, message: str) -> None:
-            bar.n = int(fraction * 100)
-            bar.set_postfix_str(message)
-            bar.refresh()
-
         out = compare(model, edits, _list_arg(args.neighbours), seeds, measure=not args.no_measure, n_erase=args.n_erase,
-                      n_retain=args.n_retain, on_progress=progress)
+                      n_retain=args.n_retain, on_progress=_fraction_progress(bar))
     payload = out.to_dict()
     if args.grid is not None:
         _save_grids(list(out.grids.values()), args.grid)
@@ -411,6 +397,16 @@ def cmd_generate(args) -> int:
     image_grid(images, 1, len(seeds), scale=max(1, 256 // images.shape[2])).save(args.out)
     _print(args, {"image": str(args.out), "seeds": seeds}, f"{len(seeds)} images saved to {args.out}")
     return 0
+
+
+def _fraction_progress(bar):
+    """An on_progress(fraction, message) callback that moves a 100-step bar."""
+    def progress(fraction: float, message: str = "") -> None:
+        bar.n = int(fraction * 100)
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    return progress
 
 
 def _bar(description: str, total: int, quiet: bool):

@@ -162,9 +162,12 @@ class Domain(ABC):
     def detector(self, concept: str, kind: str | None, neighbours: Sequence[str] | None = None) -> Detector | None:
         """1.0 where the judge reads the concept among its neighbours, else 0.0 (the causal
         influence measure); None without a judge or a plan."""
-        if not self.scoreable(concept, kind, neighbours):
+        if self.judge is None:
             return None
-        plan = self.evaluation_plan(concept, kind, neighbours, 1, 1, 0)
+        try:
+            plan = self.evaluation_plan(concept, kind, neighbours, 1, 1, 0)
+        except ValueError:
+            return None
         labels = plan.groups[plan.target]
         index = labels.index(plan.concept)
         judge = self.judge

@@ -158,8 +158,9 @@ def evaluate_edit(
                 raise EvaluationCancelled("evaluation stopped on request")
             images = sampler.generate(unet, prompts[i : i + batch_size], seeds[i : i + batch_size], batch_size=batch_size)
             readings.append(read_images(domain.judge, plan, images))
-            if scorer is not None and i < n_erase:
-                scores.append(scorer(images[: max(0, n_erase - i)], prompts[i : min(i + batch_size, n_erase)]))
+            if scorer is not None and i < n_erase:  # the erase set's images: the whole batch, or its head
+                erased = images if i + len(images) <= n_erase else images[: n_erase - i]
+                scores.append(scorer(erased, prompts[i : i + len(erased)]))
             done += len(images)
             if on_progress is not None:
                 on_progress(done, total)

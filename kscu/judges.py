@@ -69,6 +69,7 @@ class ClipJudge:
         self.vocabulary = {k: tuple(v) for k, v in (vocabulary or {}).items()}
         self.batch_size = batch_size
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._last_images: tuple[np.ndarray, torch.Tensor] | None = None
 
     @classmethod
     def load(cls, source: str | os.PathLike, device: str | torch.device = "cpu") -> "ClipJudge":
@@ -105,11 +106,18 @@ class ClipJudge:
 
     @torch.no_grad()
     def _image_features(self, images: np.ndarray) -> torch.Tensor:
+        """Normalised image embeddings. The last array's are kept: an evaluation reads one batch
+        for several label groups and its CLIP score, and the vision tower is the judge's costly
+        half (a ViT-L on 512-px images); generated batches are fresh arrays, never edited in place."""
+        if self._last_images is not None and self._last_images[0] is images:
+            return self._last_images[1]
         out = []
         for batch in _batches(images, self.batch_size):
             pixels = self.processor(images=[Image.fromarray(im) for im in batch], return_tensors="pt")["pixel_values"]
             out.append(F.normalize(self.model.get_image_features(pixel_values=pixels.to(self.device)).pooler_output.float(), dim=-1))
-        return torch.cat(out)
+        features = torch.cat(out)
+        self._last_images = (images, features)
+        return features
 
     @torch.no_grad()
     def _text_features(self, texts: Sequence[str]) -> torch.Tensor:
