@@ -211,9 +211,10 @@ class Snapshots:
         self.params: dict[int, dict[str, torch.Tensor]] = {}
         self.elapsed: dict[int, float] = {}
 
-    def __call__(self, progress: Progress, tuned: torch.nn.Module) -> None:
+    def __call__(self, progress: Progress) -> None:
         if progress.iteration in self.marks:
-            self.params[progress.iteration] = {n: p.detach().float().cpu().clone() for n, p in tuned.named_parameters() if p.requires_grad}
+            self.params[progress.iteration] = {n: p.detach().float().cpu().clone() for n, p in progress.unet.named_parameters()
+                                               if p.requires_grad}
             self.elapsed[progress.iteration] = progress.elapsed
 
 
@@ -309,7 +310,7 @@ def write_results(args: argparse.Namespace, name: str, payload: dict, summary: d
     """Write {name}.json (name_smoke.json for smoke runs) with the settings it ran with, atomically,
     and print `summary` as the final JSON line, with the file's path in it."""
     path = args.out / f"{name}{'_smoke' if args.smoke else ''}.json"
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
     payload = {"benchmark": name, "smoke": args.smoke, "threads": torch.get_num_threads(), "settings": settings, **payload}
     _atomic(path, lambda tmp: tmp.write_text(json.dumps(rounded(payload), indent=1) + "\n"))
     print(json.dumps(rounded({**summary, "results": str(path)})))

@@ -17,6 +17,7 @@ import statistics
 from _common import BenchParser, Timer, format_table, kind_of, load_demo, save_figure, write_results
 from kscu.influence import MEASURES, analyze, switch_grid
 from kscu.plots import influence_figure
+from kscu.progress import Update
 
 
 class UnetImages:
@@ -29,8 +30,8 @@ class UnetImages:
     def hook(self, _module, inputs) -> None:
         self.total += inputs[0].shape[0]
 
-    def progress(self, _fraction: float, message: str) -> None:
-        measure = "gap" if message.startswith("gap") else "causal"
+    def progress(self, update: Update) -> None:
+        measure = "gap" if update.message.startswith("gap") else "causal"
         self.by_measure[measure] += self.total - self.seen
         self.seen = self.total
 

@@ -92,7 +92,7 @@ def measure(model: LoadedModel, config: UnlearnConfig) -> dict:
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     with Timer() as t:
-        result = unlearn(model, config, on_progress=lambda p, _unet: elapsed.append(p.elapsed))
+        result = unlearn(model, config, on_progress=lambda p: elapsed.append(p.elapsed))
     cost = cost_model(result.config, model.domain)
     checked_forwards(result, model.domain)
     memory = torch.cuda.max_memory_allocated(model.device) if model.device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

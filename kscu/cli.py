@@ -7,6 +7,7 @@
     python -m kscu evaluate  --edit runs/striped --json
     python -m kscu compare   --edit runs/striped --edit runs/striped-esd --grid compare.png
     python -m kscu evaluate  --edit runs/striped --family sd1 --judge assets/shape-clip --neighbours plain,dotted,checkered,outlined
+    python -m kscu attack    --edit runs/striped --attack embedding --json
     python -m kscu export    --edit runs/striped --out runs/striped-pipeline
     python -m kscu generate  --prompt "a striped red star on a dark background" --edit runs/striped --out star.png
 
@@ -25,6 +26,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+from kscu.attack_config import ATTACKS, budget_fields  # noqa: E402  (no torch: --help stays fast)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -54,23 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     unlearn = commands.add_parser("unlearn", help="erase a concept with KSCU (or the ESD baseline)")
     _add_model_args(unlearn)
-    unlearn.add_argument("--concept", required=True)
-    unlearn.add_argument("--kind", default=None, help=KIND_HELP)
-    unlearn.add_argument("--method", choices=("kscu", "esd"), default="kscu")
-    unlearn.add_argument("--iterations", type=int, default=None, help="default: the preset for the model family and kind")
-    unlearn.add_argument("--start-step", type=int, default=None, help="key-step window start S (default: preset)")
-    unlearn.add_argument("--end-step", type=int, default=None, help="window end, exclusive (default: the last step)")
-    unlearn.add_argument("--num-steps", type=int, default=50, help="DDIM steps of the training schedule (K)")
-    unlearn.add_argument("--lr", type=float, default=None)
-    unlearn.add_argument("--params", choices=("xattn", "noxattn", "full"), default=None)
-    unlearn.add_argument("--anchor", default=None, help="substitute concept the erased one is mapped to; default: the "
-                         "preset's (the demo style preset maps a style to 'plain'), 'none' for the sentence without the concept")
-    unlearn.add_argument("--preserve", default=None, help="comma list of concepts whose output must not change, e.g. dotted,checkered "
-                         "(a preservation term, not in the paper; 1.4x-1.9x the time); default: the preset's (the demo "
-                         "style preset keeps the look-alike styles), 'none' for no term")
-    unlearn.add_argument("--preserve-weight", type=float, default=None, help="weight of the preservation term (default: the preset's)")
-    unlearn.add_argument("--no-augment", action="store_true", help="no prompt augmentation in the last 5%% of iterations")
-    unlearn.add_argument("--seed", type=int, default=0)
+    _add_config_args(unlearn)
     unlearn.add_argument("--out", type=Path, required=True, help="folder (edit.safetensors + run.json) or a .safetensors file")
     unlearn.add_argument("--force", action="store_true", help="replace an existing edit at --out, or write inside a model folder")
 
@@ -92,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--concept", required=True)
     quick.add_argument("--kind", default=None, help=KIND_HELP)
     quick.add_argument("--iterations", type=_positive_int, default=None, help="default: the preset's")
+    quick.add_argument("--adversarial", action="store_true", help=_field_help("adversarial"))
     quick.add_argument("--n-erase", type=_positive_int, default=48, help="test prompts that name the concept")
     quick.add_argument("--n-retain", type=_positive_int, default=48, help="test prompts of its neighbours")
     quick.add_argument("--out", type=Path, default=None, help="save the edit here too (folder or .safetensors)")
@@ -107,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--n-erase", type=_positive_int, default=100)
     compare.add_argument("--n-retain", type=_positive_int, default=120)
     compare.add_argument("--grid", type=Path, default=None, help="save every edit's before/after grids here (PNG)")
+
+    attack = commands.add_parser("attack", help="red team: try to bring an erased concept back; attack success rate before and after")
+    _add_model_args(attack)
+    attack.add_argument("--edit", type=Path, action="append", required=True, help="an edit folder or file (repeat for several)")
+    attack.add_argument("--attack", choices=ATTACKS, default="embedding",
+                        help="embedding: learned prompt tokens (white box); rephrase: other wordings; soft: a free offset on the conditioning (upper bound)")
+    for name, default, text in budget_fields():  # the budget's fields; checked by AttackBudget.check
+        attack.add_argument(f"--{name}", type=type(default), default=default, help=f"{text} (default {default})")
+    attack.add_argument("--grid", type=Path, default=None, help="save plain and attacked images per model here (PNG)")
 
     export = commands.add_parser("export", help="write a full diffusers pipeline folder with the edit applied")
     _add_model_args(export)
@@ -125,7 +123,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-KIND_HELP = "nudity, object, style or instance (the demo model also: colour, background); default: the model's guess"
+def _field_help(name: str) -> str:
+    """The help of an UnlearnConfig field (one text for every flag that sets it)."""
+    from kscu.config import UnlearnConfig
+
+    return UnlearnConfig.__dataclass_fields__[name].metadata["help"]
+
+
+KIND_HELP = _field_help("kind")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per UnlearnConfig field (--start-step for start_step; a true-by-default switch as
+    --no-augment), its help from the field: values stay text until kscu.config.from_inputs."""
+    from dataclasses import MISSING
+
+    from kscu.config import config_fields
+
+    for name, base, default, meta in config_fields():
+        flag = "--" + name.replace("_", "-")
+        if base is bool:  # a switch that turns the default around
+            switch = f"--no-{name.replace('_', '-')}" if default else flag
+            parser.add_argument(switch, dest=name, action="store_const", const=not default, default=None,
+                                help=f"turn off: {meta['help']}" if default else meta["help"])
+            continue
+        shown = "" if default is MISSING or default is None else f" (default {default})"
+        parser.add_argument(flag, dest=name, default=None, required=default is MISSING, choices=meta.get("choices"),
+                            help=meta["help"] + shown)
 
 
 def _add_neighbours_arg(parser: argparse.ArgumentParser) -> None:
@@ -146,20 +170,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is too small: give at least 1")
     return value
-
-
-def _preserve_arg(text: str | None) -> tuple[str, ...] | None:
-    """--preserve: absent -> the preset's (None), 'none' -> no preservation term, else the list."""
-    if text is None:
-        return None
-    return () if text.strip().lower() == "none" else tuple(text.split(","))
-
-
-def _anchor_arg(text: str | None) -> str | None:
-    """--anchor: absent -> the preset's (None), 'none' -> no substitute (""), else the concept."""
-    if text is None:
-        return None
-    return "" if text.strip().lower() == "none" else text
 
 
 def _load(args):
@@ -209,17 +219,12 @@ def cmd_influence(args) -> int:
 def cmd_unlearn(args) -> int:
     import warnings
 
-    from kscu.config import UnlearnConfig
+    from kscu.config import from_inputs
     from kscu.export import check_edit_output, save_edit_or_keep
     from kscu.trainer import unlearn
     from kscu.validation import ConfigWarning, check_config, validate
 
-    config = UnlearnConfig(
-        concept=args.concept, kind=args.kind, method=args.method, iterations=args.iterations,
-        start_step=args.start_step, end_step=args.end_step, num_steps=args.num_steps, lr=args.lr,
-        params=args.params, anchor=_anchor_arg(args.anchor), augment=not args.no_augment, seed=args.seed,
-        preserve=_preserve_arg(args.preserve), preserve_weight=args.preserve_weight,
-    )
+    config = from_inputs(vars(args))
     validate(config)  # settings and output path first: a mistake costs no model loading and no training
     check_edit_output(args.out, overwrite=args.force)
     model = _load(args)
@@ -228,13 +233,13 @@ def cmd_unlearn(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     resolved = checked.config
     with _bar(f"{resolved.method} {resolved.concept!r}", resolved.iterations, args.json) as bar:
-        def progress(p, _unet) -> None:
+        def progress(p) -> None:
             bar.update(1)
             bar.set_postfix(step=p.step_index, loss=f"{p.loss:.4g}")
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConfigWarning)  # printed above
-            result = unlearn(model, resolved, on_progress=progress)
+            result = unlearn(model, checked, on_progress=progress)
     saved = save_edit_or_keep(result, args.out, overwrite=args.force)
     sanity = result.sanity
     payload = {"edit": str(saved.path), "saved_where_asked": saved.failure is None, "config": result.config.to_dict(),
@@ -266,7 +271,7 @@ def cmd_evaluate(args) -> int:
     total = (args.n_erase + args.n_retain) * (2 if edited is not None else 1)
     with _bar(f"evaluating {concept!r}", total, args.json) as bar:
         report = evaluate_edit(model, edited, concept, n_erase=args.n_erase, n_retain=args.n_retain, num_steps=args.steps,
-                               guidance=args.guidance, seed=args.seed, on_progress=lambda done, _total: bar.update(done - bar.n),
+                               guidance=args.guidance, seed=args.seed, on_progress=_fraction_progress(bar, total),
                                kind=kind, neighbours=_list_arg(args.neighbours))
     payload = report.to_dict()
     if report.after is not None:
@@ -324,7 +329,8 @@ def cmd_quick_erase(args) -> int:
 
     torch.set_num_threads(1)  # training and the unedited side run in two threads, one core each
     with _bar(f"quick erase {args.concept!r}", 100, args.json) as bar:
-        out = quick_erase(model, args.concept, args.kind, iterations=args.iterations, n_erase=args.n_erase, n_retain=args.n_retain,
+        out = quick_erase(model, args.concept, args.kind, iterations=args.iterations, adversarial=args.adversarial, n_erase=args.n_erase,
+                          n_retain=args.n_retain,
                           on_progress=_fraction_progress(bar))
     payload = out.to_dict()
     saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
@@ -376,6 +382,39 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_attack(args) -> int:
+    import numpy as np
+
+    from kscu.attack import red_team
+    from kscu.attack_config import AttackBudget, budget_fields
+
+    budget = AttackBudget(**{name: getattr(args, name) for name, _, _ in budget_fields()})
+    budget.check()  # before the model loads
+    model = _load(args)
+    edits = {str(path): _edited_unet(argparse.Namespace(edit=path), model) for path in args.edit}
+    concepts = {edit.config.concept for edit, _ in edits.values()}
+    if len(concepts) > 1:
+        raise ValueError(f"the edits erase different concepts ({', '.join(sorted(concepts))}): attack one concept at a time")
+    first = next(iter(edits.values()))[0].config
+    with _bar(f"{args.attack} attack on {first.concept!r}", 100, args.json) as bar:
+        report = red_team(model, {label: unet for label, (_, unet) in edits.items()}, first.concept, first.kind, args.attack, budget,
+                          on_progress=_fraction_progress(bar))
+    payload = report.to_dict()
+    if args.grid is not None:
+        from kscu.grids import image_grid
+
+        rows = [image for run in report.runs.values() for image in (run.plain_images, run.attack_images)]
+        labels = [f"{label}: {side}" for label in report.runs for side in ("plain prompts", f"{args.attack} attack")]
+        args.grid.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(np.concatenate(rows), len(rows), len(report.seeds), labels, scale=max(1, 64 // rows[0].shape[1])).save(args.grid)
+        payload["grid"] = str(args.grid)
+    lines = [f"{'model':<28} {'plain prompts':>20} {'attacked':>20} {'seconds':>8}"]
+    lines += [f"{label:<28} {str(run.pre):>20} {str(run.post):>20} {run.seconds:>8.1f}" for label, run in report.runs.items()]
+    lines += [report.verdict(label) for label in report.runs]
+    _print(args, payload, "\n".join(lines))
+    return 0
+
+
 def cmd_export(args) -> int:
     from kscu.export import export_pipeline, load_edit
 
@@ -399,11 +438,11 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _fraction_progress(bar):
-    """An on_progress(fraction, message) callback that moves a 100-step bar."""
-    def progress(fraction: float, message: str = "") -> None:
-        bar.n = int(fraction * 100)
-        bar.set_postfix_str(message)
+def _fraction_progress(bar, total: int = 100):
+    """A kscu.progress.ProgressFn that moves a bar of `total` steps."""
+    def progress(update) -> None:
+        bar.n = round(update.fraction * total)
+        bar.set_postfix_str(update.message)
         bar.refresh()
 
     return progress
@@ -421,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "quick-erase": cmd_quick_erase,
-                "compare": cmd_compare, "export": cmd_export, "generate": cmd_generate}
+                "compare": cmd_compare, "attack": cmd_attack, "export": cmd_export, "generate": cmd_generate}
     from kscu.models import ModelLoadError
     from kscu.validation import ConfigError
 

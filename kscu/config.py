@@ -2,9 +2,8 @@
 written next to every result so that any run can be repeated exactly."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Mapping, get_type_hints
 
 from kscu.keysteps import key_step_table, scale_start
 from kscu.validation import ConfigError, validate
@@ -14,6 +13,12 @@ if TYPE_CHECKING:
 
 METHODS = ("kscu", "esd")
 PARAM_SUBSETS = ("xattn", "noxattn", "full")
+
+
+def _setting(help: str, default: Any = None, *, choices: tuple[str, ...] | None = None, empty: Any = None) -> Any:
+    """A config field with what a user is told about it: `help` (the CLI flag's help), `choices`,
+    and what an empty input or the word "none" means (`empty`; None = "use the domain's")."""
+    return field(default=default, metadata={"help": help, "choices": choices, "empty": empty})
 
 
 @dataclass
@@ -33,23 +38,27 @@ class UnlearnConfig:
     concept); "" = that phrasing.
     """
 
-    concept: str
-    kind: str | None = None
-    method: str = "kscu"
-    iterations: int | None = None
-    start_step: int | None = None
-    end_step: int | None = None
-    num_steps: int = 50
-    lr: float | None = None
-    params: str | None = None
-    anchor: str | None = None
-    guidance: float = 3.0
-    eta: float = 1.0
-    lambda2: float = 1e-4
-    augment: bool = True
-    seed: int = 0
-    preserve: tuple[str, ...] | None = None
-    preserve_weight: float | None = None
+    concept: str = field(metadata={"help": "the concept to erase, e.g. striped or 'Van Gogh'"})
+    kind: str | None = _setting("nudity, object, style or instance (the demo model also colour, background); default: the model's guess")
+    method: str = _setting("kscu (key steps only) or esd (every step, the baseline)", "kscu", choices=METHODS)
+    iterations: int | None = _setting("Adam steps; default: the preset for the model family and kind")
+    start_step: int | None = _setting("key-step window start S; default: the preset's")
+    end_step: int | None = _setting("window end, exclusive; default: the last step")
+    num_steps: int = _setting("DDIM steps of the training schedule (K)", 50)
+    lr: float | None = _setting("learning rate; default: the preset's")
+    params: str | None = _setting("parameters trained; default: the preset's", choices=PARAM_SUBSETS)
+    anchor: str | None = _setting("concept the erased one is mapped to; default: the preset's (the demo style preset maps a "
+                                  "style to 'plain'); 'none' or empty: the sentence without the concept", empty="")
+    guidance: float = _setting("guidance scale of the trajectories and targets", 3.0)
+    eta: float = _setting("negative-guidance strength of the target", 1.0)
+    lambda2: float = _setting("weight of the unconditional term (KSCU; ESD uses 0)", 1e-4)
+    augment: bool = _setting("prompt augmentation in the last 5%% of iterations", True)
+    seed: int = _setting("same seed and settings, same edit", 0)
+    preserve: tuple[str, ...] | None = _setting("comma list of concepts whose output must not change, e.g. dotted,checkered (not "
+                                                "in the paper; 1.4x-1.9x the time); default: the preset's; 'none' or empty: none", empty=())
+    preserve_weight: float | None = _setting("weight of the preservation term; default: the preset's")
+    adversarial: bool = _setting("robust erasure: learned prompt tokens attack the model during training and are erased too "
+                                 "(kscu.adversarial; not in the paper)", False)
 
     def resolve(self, domain: "Domain") -> "UnlearnConfig":
         """Check every field (kscu.validation), fill each None from the domain (kind, preset,
@@ -92,6 +101,62 @@ class UnlearnConfig:
         if fields.get("preserve") is not None:  # a JSON list
             fields["preserve"] = tuple(fields["preserve"])
         return cls(**fields)
+
+
+def from_inputs(values: Mapping[str, Any]) -> UnlearnConfig:
+    """A request from what a user typed, keyed by field name: the one mapping from CLI flags and UI
+    fields to a config. Texts become the field's type; an empty input (or "none") means the field's
+    `empty` (None = the domain's, except the anchor's "" and preserve's () ); an absent or None
+    value takes the field's default. A text that is not a number raises ConfigError naming the field."""
+    hints = get_type_hints(UnlearnConfig)
+    given = {}
+    for f in fields(UnlearnConfig):
+        if values.get(f.name) is None:
+            continue
+        value = _parse(f, hints[f.name], values[f.name])
+        if value is not None or f.default is None:
+            given[f.name] = value
+    if "concept" not in given:
+        raise ConfigError("concept", "no concept given; name the concept to erase")
+    return UnlearnConfig(**given)
+
+
+def config_fields() -> list[tuple[str, type, Any, Mapping[str, Any]]]:
+    """(name, type, default, metadata) per field, for the CLI's flags (kscu.cli); default MISSING
+    for a field that must be given."""
+    hints = get_type_hints(UnlearnConfig)
+    return [(f.name, _base(hints[f.name]), f.default, f.metadata) for f in fields(UnlearnConfig)]
+
+
+def _base(hint: Any) -> type:
+    """int for `int | None`, tuple for `tuple[str, ...] | None`."""
+    options = [a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)] if not isinstance(hint, type) else [hint]
+    base = options[0]
+    return getattr(base, "__origin__", base)
+
+
+def _parse(f, hint: Any, value: Any) -> Any:
+    base = _base(hint)
+    if isinstance(value, float) and base is int and value.is_integer():
+        return int(value)  # a UI Number field gives floats
+    if not isinstance(value, str) or base is str and f.name == "concept":
+        return value
+    text = value.strip()
+    if base is tuple:
+        return f.metadata["empty"] if text.lower() in ("", "none") else tuple(p.strip() for p in text.split(",") if p.strip())
+    if text == "" or (f.metadata.get("empty") is not None and text.lower() == "none"):
+        return f.metadata.get("empty")
+    if base is bool:
+        if text.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return text.lower() in ("true", "yes", "1")
+        raise ConfigError(f.name, f"{value!r} is not true or false")
+    if base in (int, float):
+        try:
+            return base(text)
+        except ValueError:
+            kind = "whole number" if base is int else "number"
+            raise ConfigError(f.name, f"{value!r} is not a {kind}") from None
+    return text
 
 
 def _given(value, default):

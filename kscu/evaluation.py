@@ -27,7 +27,7 @@ import numpy as np
 
 from kscu.domain import EvalPlan
 from kscu.models import LoadedModel
-from kscu.progress import Cancelled
+from kscu.progress import Cancelled, ProgressFn, Step
 from kscu.sampling import Sampler
 
 DETECTED_BEFORE = 0.9
@@ -119,7 +119,7 @@ def evaluate_edit(
     guidance: float = 3.0,
     seed: int = 1234,
     batch_size: int = 32,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     base: EvalReport | None = None,
     *,
@@ -132,8 +132,8 @@ def evaluate_edit(
     edited_unet None: only the base is evaluated and report.after is None.
     base: an earlier base-only report with the same settings, reused instead of sampling the base
     again (the quick erase computes it while the edit trains); other settings are a ValueError.
-    on_progress(done_images, total_images) is called after every batch; should_stop() is polled
-    between batches and raises EvaluationCancelled when true.
+    on_progress gets a kscu.progress.Step after every batch ("k of n test images"); should_stop() is
+    polled between batches and raises EvaluationCancelled when true.
     """
     domain = model.domain
     if domain.judge is None:
@@ -163,7 +163,7 @@ def evaluate_edit(
                 scores.append(scorer(erased, prompts[i : i + len(erased)]))
             done += len(images)
             if on_progress is not None:
-                on_progress(done, total)
+                on_progress(Step(done / total, f"{done} of {total} test images"))
         joined = {g: np.concatenate([r[g] for r in readings]) for g in plan.groups}
         metrics = concept_metrics(plan, {g: v[:n_erase] for g, v in joined.items()}, {g: v[n_erase:] for g, v in joined.items()})
         if scores:

@@ -28,7 +28,7 @@ from kscu.domain import ConceptPair, Detector
 from kscu.keysteps import scale_start
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler, encode_prompts
-from kscu.progress import Cancelled
+from kscu.progress import Cancelled, ProgressFn, Step
 
 
 MEASURES = ("gap", "causal")
@@ -215,7 +215,7 @@ def analyze(
     seeds: int | Sequence[int] = 4,
     anchor: str | None = None,
     detector: Detector | None = None,
-    on_progress: Callable[[float, str], None] | None = None,
+    on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     *,
     causal_seeds: int | Sequence[int] = 24,
@@ -270,7 +270,7 @@ def analyze(
             raise AnalysisCancelled(f"influence analysis of {concept!r} cancelled; nothing was changed")
         done += steps
         if on_progress is not None:
-            on_progress(min(done / total, 1.0), message)
+            on_progress(Step(min(done / total, 1.0), message))
 
     curves: list[InfluenceCurve] = []
     seconds: dict[str, float] = {}

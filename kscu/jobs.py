@@ -28,9 +28,9 @@ import torch
 from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler
-from kscu.progress import Cancelled
+from kscu.progress import Cancelled, Update
 from kscu.trainer import Progress, unlearn
-from kscu.validation import check_config
+from kscu.validation import CheckedConfig, check_config
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ class Job:
             if message is not None:
                 self.message = message
             self.eta = eta
+
+    def report(self, update: Update) -> None:
+        """A kscu.progress.ProgressFn: pass `job.report` as any long function's on_progress."""
+        self.set_progress(update.fraction, update.message, update.eta)
 
     def add_loss(self, iteration: int, step_index: int, loss: float) -> None:
         with self._lock:
@@ -246,7 +250,7 @@ class JobRunner:
 def start_unlearning(
     runner: JobRunner,
     model: LoadedModel,
-    config: UnlearnConfig,
+    config: UnlearnConfig | CheckedConfig,
     preview_prompts: list[str] | None = None,
     preview_seeds: list[int] | None = None,
     preview_every: int = 50,
@@ -264,7 +268,8 @@ def start_unlearning(
     training iterations cost for n <= 4, so about 10-20% extra at preview_every=50; keep n small.
     Cancelling stops at the next iteration (state "cancelled"); the base model is never modified.
     """
-    cfg = check_config(config, model).config  # bad settings fail here, in the caller, not in the thread
+    checked = config if isinstance(config, CheckedConfig) else check_config(config, model)  # bad settings fail here, not in the thread
+    cfg = checked.config
     prompts = list(preview_prompts or [])
     seeds = list(preview_seeds) if preview_seeds is not None else list(range(len(prompts)))
     if len(seeds) != len(prompts):
@@ -275,13 +280,13 @@ def start_unlearning(
     def work(job: Job) -> Any:
         sampler = Sampler(model, PREVIEW_STEPS, PREVIEW_GUIDANCE) if prompts else None
 
-        def on_progress(p: Progress, tuned: torch.nn.Module) -> None:
+        def on_progress(p: Progress) -> None:
             job.add_loss(p.iteration, p.step_index, p.loss)
-            job.set_progress(p.iteration / p.iterations, f"iteration {p.iteration}/{p.iterations}, loss {p.loss:.4g}", p.eta)
+            job.report(p)
             if sampler is not None and p.iteration % preview_every == 0:
                 with torch.no_grad(), model.autocast():  # the tuned copy is float32, as in the trainer
-                    job.set_preview(sampler.generate(tuned, prompts, seeds), p.iteration)
+                    job.set_preview(sampler.generate(p.unet, prompts, seeds), p.iteration)
 
-        return unlearn(model, cfg, on_progress, should_stop=lambda: job.cancel_requested)
+        return unlearn(model, checked, on_progress, should_stop=lambda: job.cancel_requested)
 
     return runner.submit(f"unlearn {cfg.concept!r} ({cfg.method}, {cfg.iterations} iterations)", wrap(work) if wrap else work)

@@ -6,9 +6,9 @@
 - compare: several edits of one concept against the unedited model on the same seeds, each with
   grids, metrics (when the model has a judge), image change and verdict.
 
-Both report progress as (fraction, message) and stop when should_stop() turns true, raising a
-kscu.progress.Cancelled; an edit that finished training is handed to on_trained first, so a
-cancelled evaluation never loses it.
+Both report progress through kscu.progress (one bar from 0 to 1 across their phases) and stop
+when should_stop() turns true, raising a kscu.progress.Cancelled; an edit that finished training
+is handed to on_trained first, so a cancelled evaluation never loses it.
 """
 from __future__ import annotations
 
@@ -20,13 +20,11 @@ from kscu.config import UnlearnConfig
 from kscu.evaluation import EvalReport, EvaluationCancelled, evaluate_edit, verdict
 from kscu.grids import comparison_grids
 from kscu.models import LoadedModel
-from kscu.progress import Cancelled
+from kscu.progress import Cancelled, ProgressFn, Step, phase, quiet
 from kscu.retention import ImageChange, grid_change
 from kscu.trainer import Progress, UnlearnResult, unlearn
 from kscu.validation import check_config
 
-ProgressFn = Callable[[float, str], None]
-"""fraction done in [0, 1], and a line saying what is happening."""
 QUICK_EVAL_PROMPTS = 48
 """Quick erase's test prompts per set: fewer than a full evaluation's 100 + 120 so one click ends
 in about a minute on a CPU."""
@@ -72,42 +70,39 @@ class Comparison:
             "verdict": self.verdicts.get(label)} for label, grids in self.grids.items()}, "notes": self.notes}
 
 
-def _quiet(fraction: float, message: str) -> None:
-    return None
-
-
 def quick_erase(
     model: LoadedModel,
     concept: str,
     kind: str | None = None,
     *,
     iterations: int | None = None,
+    adversarial: bool = False,
     n_erase: int = QUICK_EVAL_PROMPTS,
     n_retain: int = QUICK_EVAL_PROMPTS,
-    on_progress: ProgressFn = _quiet,
+    on_progress: ProgressFn = quiet,
     on_iteration: Callable[[Progress], None] | None = None,
     on_trained: Callable[[UnlearnResult], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> QuickErase:
-    """Erase `concept` with KSCU and its kind's preset (kind None: the domain's guess), then show
-    and, when the model has a judge for it, measure the result.
+    """Erase `concept` with KSCU and its kind's preset (kind None: the domain's guess; adversarial:
+    the robust erasure of kscu.adversarial), then show and, when the model has a judge for it,
+    measure the result.
 
     The unedited side runs in a second thread during training: with torch on one thread per
     worker (kscu.jobs), the two use both cores of a 2-core machine. apply: how to get the edited
     UNet (default result.apply(model); the UI passes its cached copy).
     """
-    config = check_config(UnlearnConfig(concept=concept, kind=kind, iterations=iterations), model).config
+    checked = check_config(UnlearnConfig(concept=concept, kind=kind, iterations=iterations, adversarial=adversarial), model)
+    config = checked.config
     scored = model.domain.scoreable(config.concept, config.kind)
     train_share, grid_share = (0.6, 0.7) if scored else (0.9, 1.0)
+    erasing = phase(on_progress, 0.0, train_share, "Erasing")
 
-    def trained(p: Progress, _tuned) -> None:
+    def trained(p: Progress) -> None:
         if on_iteration is not None:
             on_iteration(p)
-        on_progress(train_share * p.iteration / p.iterations, f"Erasing: iteration {p.iteration} of {p.iterations}")
-
-    def measured(done: int, total: int) -> None:
-        on_progress(grid_share + (1 - grid_share) * done / total, f"Measuring: {done} of {total} test images")
+        erasing(p)
 
     def base_side() -> tuple[dict, EvalReport | None]:
         grids = comparison_grids(model, None, config.concept, kind=config.kind)
@@ -117,10 +112,10 @@ def quick_erase(
 
     with ThreadPoolExecutor(1, thread_name_prefix="quick-base") as pool:
         base = pool.submit(base_side)
-        result = unlearn(model, config, trained, should_stop=should_stop)
+        result = unlearn(model, checked, trained, should_stop=should_stop)
         if on_trained is not None:
             on_trained(result)
-        on_progress(train_share, "Drawing before/after images")
+        on_progress(Step(train_share, "Drawing before/after images"))
         try:
             base_grids, base_report = base.result()
         except EvaluationCancelled as exc:
@@ -130,7 +125,8 @@ def quick_erase(
     out = QuickErase(result, grids, grid_change(grids))
     if scored:
         try:
-            out.report = evaluate_edit(model, edited, config.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measured,
+            out.report = evaluate_edit(model, edited, config.concept, n_erase=n_erase, n_retain=n_retain,
+                                       on_progress=phase(on_progress, grid_share, 1.0, "Measuring"),
                                        should_stop=should_stop, base=base_report, kind=config.kind)
         except EvaluationCancelled as exc:
             raise EditKept(f"{exc}; the edit itself is kept") from None
@@ -147,7 +143,7 @@ def compare(
     measure: bool = True,
     n_erase: int = 100,
     n_retain: int = 120,
-    on_progress: ProgressFn = _quiet,
+    on_progress: ProgressFn = quiet,
     should_stop: Callable[[], bool] = lambda: False,
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> Comparison:
@@ -167,7 +163,7 @@ def compare(
     for label, result in edits.items():
         if should_stop():
             raise Cancelled("comparison cancelled")
-        on_progress(done / phases, f"{label}: drawing before/after images")
+        on_progress(Step(done / phases, f"{label}: drawing before/after images"))
         edited = apply(result) if apply is not None else result.apply(model)
         grids = comparison_grids(model, edited, first.concept, list(neighbours) if neighbours is not None else None, list(seeds),
                                  base=base_grids, kind=kind)
@@ -175,10 +171,8 @@ def compare(
         out.grids[label], out.changes[label] = grids, grid_change(grids)
         done += 1
         if measure:
-            def measured(d: int, total: int, label: str = label, done: int = done) -> None:
-                on_progress((done + d / total) / phases, f"{label}: measuring, {d} of {total} test images")
-
-            report = evaluate_edit(model, edited, first.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measured,
+            measuring = phase(on_progress, done / phases, (done + 1) / phases, f"{label}: measuring")
+            report = evaluate_edit(model, edited, first.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measuring,
                                    should_stop=should_stop, kind=kind, neighbours=neighbours,
                                    base=next(iter(out.reports.values()), None))
             out.reports[label], out.verdicts[label] = report, verdict(report)

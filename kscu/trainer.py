@@ -8,6 +8,8 @@ and loss  L = MSE(eps*(x_k, t, c~), target_c) + lambda2 * MSE(eps*(x_k, t, ""), 
 ESD is the same loop with a uniform table, no trajectory reuse and lambda2 = 0.
 Optional (config.preserve, not in the paper): + w * MSE(eps*(y_k, t, p), eps(y_k, t, p)) for a
 prompt p to keep, y_k on its own trajectory sampled like x_k (reused the same way).
+Optional (config.adversarial, not in the paper): + MSE(eps*(x_k, t, c_adv), target_c), c_adv the
+prompt with prefix tokens that kscu.adversarial keeps attacking the model being tuned with.
 The base UNet is never touched: a copy is tuned and only its changed tensors are returned.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from kscu.adversarial import Adversary
 from kscu.concepts import augment_prompt
 from kscu.config import UnlearnConfig
 from kscu.divergence import DivergenceGuard
@@ -30,7 +33,7 @@ from kscu.models import LoadedModel
 from kscu.progress import Cancelled
 from kscu.sampling import Sampler, encode_prompts
 from kscu.sanity import SanityReport, sanity_check
-from kscu.validation import ConfigWarning, check_config
+from kscu.validation import CheckedConfig, ConfigWarning, check_config
 
 AUGMENT_SHARE = 0.05
 """Prompt augmentation runs during this last share of iterations."""
@@ -44,17 +47,27 @@ class UnlearnCancelled(Cancelled):
 
 @dataclass
 class Progress:
-    """What the trainer reports after each iteration (for progress bars, ETA and loss curves)."""
+    """What the trainer reports after each iteration (a kscu.progress.Update with the loss for
+    loss curves and the UNet being tuned for previews; read `unet`, never train it)."""
 
     iteration: int
     iterations: int
     step_index: int
     loss: float
     elapsed: float
+    unet: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
-    def eta(self) -> float:
-        return self.elapsed / self.iteration * (self.iterations - self.iteration) if self.iteration else float("nan")
+    def fraction(self) -> float:
+        return self.iteration / self.iterations
+
+    @property
+    def message(self) -> str:
+        return f"iteration {self.iteration} of {self.iterations}, loss {self.loss:.4g}"
+
+    @property
+    def eta(self) -> float | None:
+        return self.elapsed / self.iteration * (self.iterations - self.iteration) if self.iteration else None
 
 
 @dataclass
@@ -138,16 +151,17 @@ def preservation_loss(model: LoadedModel, sampler: Sampler, tuned, k: int, t: to
 
 def unlearn(
     model: LoadedModel,
-    config: UnlearnConfig,
-    on_progress: Callable[[Progress, torch.nn.Module], None] | None = None,
+    config: UnlearnConfig | CheckedConfig,
+    on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> UnlearnResult:
     """Run KSCU (or ESD) and return the edit. Deterministic given config.seed.
 
-    The settings are checked first (kscu.validation: ConfigError names the wrong one). A run that
-    diverges stops with UnlearnDiverged (kscu.divergence); a finished one carries a sanity check.
+    A request (UnlearnConfig) is checked and resolved first (kscu.validation: ConfigError names the
+    wrong setting); a CheckedConfig is used as it is. A run that diverges stops with
+    UnlearnDiverged (kscu.divergence); a finished one carries a sanity check.
     """
-    checked = check_config(config, model)
+    checked = config if isinstance(config, CheckedConfig) else check_config(config, model)
     cfg = checked.config
     for warning in checked.warnings:
         warnings.warn(warning, ConfigWarning, stacklevel=2)
@@ -191,6 +205,7 @@ def unlearn(
     kept: tuple[int, torch.Tensor] | None = None  # the preserved prompt's trajectory, like `previous`
     keep_prompt = ""
     empty = embed("")
+    adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None
 
     for i, k in enumerate(table):
         if should_stop is not None and should_stop():
@@ -222,6 +237,9 @@ def unlearn(
                 pred = tuned(x, t, encoder_hidden_states=c_tilde).sample.float()
                 loss = kscu_loss(pred, None, target_c, target_0, 0.0)
             result.unet_forwards += len(pred)
+        if adversary is not None:
+            result.unet_forwards += adversary.update(i, tuned, x, t, pair.prompt, e_c) + 1
+            loss = loss + adversary.erase_loss(tuned, x, t, pair.prompt, target_c)
         if keep:
             keep_loss, y, forwards = preservation_loss(model, sampler, tuned, k, t, embed(keep_prompt), cfg.seed * 100_003 + 50_021 + trajectory, kept)
             kept = (k, y)
@@ -237,7 +255,7 @@ def unlearn(
         result.losses.append(loss_value)
         result.steps.append(k)
         if on_progress is not None:
-            on_progress(Progress(i + 1, cfg.iterations, k, loss_value, time.time() - start), tuned)
+            on_progress(Progress(i + 1, cfg.iterations, k, loss_value, time.time() - start, tuned))
 
     result.seconds = time.time() - start
     result.sanity = sanity_check(model, tuned, cfg.concept, cfg.guidance, cfg.seed)

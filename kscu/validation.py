@@ -33,7 +33,7 @@ LABELS = {
     "start_step": "window start", "end_step": "window end", "num_steps": "denoising steps",
     "lr": "learning rate", "params": "parameters", "anchor": "anchor", "guidance": "guidance",
     "eta": "eta", "lambda2": "lambda2", "augment": "augment", "seed": "seed",
-    "preserve": "concepts to keep", "preserve_weight": "preservation weight",
+    "preserve": "concepts to keep", "preserve_weight": "preservation weight", "adversarial": "robust erasure",
 }
 """How each UnlearnConfig field is named in messages (the CLI flag is the field with dashes)."""
 
@@ -55,7 +55,10 @@ class ConfigWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CheckedConfig:
-    """A resolved config that passed every check, and what is worth a warning but not a refusal."""
+    """The resolved side of the request/resolved split: a config with every None filled from the
+    model's domain that passed every check, and what is worth a warning but not a refusal. Made
+    only by `check_config`; the trainer and the job runner take it as it is, so a config is
+    resolved once however many layers it passes through."""
 
     config: "UnlearnConfig"
     warnings: tuple[str, ...] = ()
@@ -128,8 +131,9 @@ def validate(config: "UnlearnConfig") -> None:
     _real(config, "guidance", 0.0, MAX_GUIDANCE)
     _real(config, "eta", 0.0, MAX_ETA)
     _real(config, "lambda2", 0.0, 1e3)
-    if not isinstance(config.augment, bool):
-        raise ConfigError("augment", f"{config.augment!r} is not true or false")
+    for name in ("augment", "adversarial"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(name, f"{getattr(config, name)!r} is not true or false")
     _int(config, "seed", 0, MAX_SEED, optional=False)
     if config.preserve is not None:
         if isinstance(config.preserve, str) or not all(isinstance(p, str) for p in config.preserve):

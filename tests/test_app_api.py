@@ -26,7 +26,7 @@ POLL_LIMIT_SECONDS = HANG_GUARD_SECONDS
 ENDPOINTS = {
     "/quick_erase", "/quick_erase_status", "/cancel_quick_erase", "/load_model", "/analyze", "/analysis_status", "/cancel_analysis",
     "/key_steps", "/start_unlearning", "/unlearn_status", "/cancel_unlearning", "/compare", "/compare_status", "/cancel_compare",
-    "/export_edit", "/export_pipeline", "/load_edit",
+    "/export_edit", "/export_pipeline", "/load_edit", "/red_team", "/red_team_status", "/cancel_red_team", "/try_to_break",
 }
 
 
@@ -76,7 +76,7 @@ def test_every_input_and_output_of_the_api_is_labelled(client):
     assert labels("/quick_erase_status") == ["Progress", "Before the edit", "After the edit",
                                              "Metrics: share of test images the judge read as asked", "Summary"]
     assert labels("/compare_status") == ["Progress", "Before (the unedited model)", "After the edit: title", "After the edit",
-                                         "After the ESD edit", "Image change",
+                                         "After the ESD edit: title", "After the ESD edit", "Image change",
                                          "Metrics before and after (share of test images the judge read as asked)", "Notes"]
     assert labels("/load_model") == ["Loaded model", "Model status"]
     assert [p["label"] for p in api["/load_model"]["parameters"]] == ["Model source", "Folder, file or hub id", "Device", "Model family",
@@ -141,9 +141,9 @@ def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
     assert finished(client, "/unlearn_status")[-1]["state"] == "done"  # the run record
 
     client.predict(["kscu", "esd"], "", "0, 1", True, 10, 12, api_name="/compare")
-    progress, before, after_title, after, after_esd, change, table, notes = finished(client, "/compare_status", False)
+    progress, before, after_title, after, second_title, after_esd, change, table, notes = finished(client, "/compare_status", False)
     assert "<b>Finished</b>" in progress
-    assert after_title == "#### After the KSCU edit"
+    assert after_title == "#### After the KSCU edit" and second_title == "#### After the ESD edit"
     for image in (before, after, after_esd):
         assert Path(value_of(image)).is_file()
     table = value_of(table)
@@ -155,6 +155,23 @@ def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
     # the judge-free image change: one SSIM column per edit, the concept's row first, then the neighbours' mean
     assert "| grid row | SSIM (KSCU) | SSIM (ESD) |" in change
     assert "*(erased concept)* |" in change and "| **neighbours, mean** |" in change
+
+
+def test_red_team_attacks_the_kept_edits_and_reports_asr_with_intervals(client):
+    started, *_ = client.predict(["kscu", "esd"], "rephrase", 10, 1, 8, api_name="/red_team")
+    assert "rephrase attack on KSCU edit and ESD edit (&#x27;striped&#x27;)" in started
+    progress, table, grid, notes = finished(client, "/red_team_status")
+    assert "<b>Finished</b>" in progress and Path(value_of(grid)).is_file()
+    table = value_of(table)
+    assert table["headers"] == ["model", "plain prompts", "rephrase attack", "attack time"]
+    assert [row[0] for row in table["data"]] == ["unedited", "KSCU edit", "ESD edit"]
+    assert all("(" in row[1] and "–" in row[1] for row in table["data"]), "every rate carries its 95 % interval"
+    assert "an attacker with" in notes and "Wordings tried:" in notes
+
+
+def test_red_team_without_an_edit_ticked_says_what_to_do(client):
+    with pytest.raises(AppError, match="Tick at least one edit to attack"):
+        client.predict([], "embedding", 10, 1, 8, api_name="/red_team")
 
 
 def test_export_and_load_back_an_edit(client):

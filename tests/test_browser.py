@@ -82,6 +82,17 @@ def test_quick_erase_in_five_clicks(page):
     sync_api.expect(page.locator("#quick-summary")).to_contain_text("Image change (no judge needed")
     shot(page, "04-quick-erase-done")
 
+    page.get_by_role("button", name="Try to break it").click()  # the default attack on this edit, in the Red team tab
+    sync_api.expect(page.get_by_role("tab", name="Red team", selected=True)).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    page.locator("#redteam-progress .kscu-progress.done").wait_for(timeout=JOB_TIMEOUT_MS)
+    sync_api.expect(page.locator("#redteam-asr")).to_contain_text("KSCU edit")
+    sync_api.expect(page.locator("#redteam-asr")).to_contain_text("unedited")
+    sync_api.expect(page.locator("#redteam-verdict")).to_contain_text("an attacker with")
+    box = page.locator("#redteam-images img").bounding_box()
+    assert box["width"] >= 300, f"the attacked images are {box['width']:.0f} px wide: too small to judge"
+    shot(page, "04b-red-team")
+    page.get_by_role("tab", name="Quick erase").click()
+
 
 def test_every_tab_shows_its_stage(page):
     page.get_by_role("tab", name="Model").click()

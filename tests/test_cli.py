@@ -52,20 +52,34 @@ def test_bad_inputs_exit_2_with_one_readable_line(tmp_path):
     assert refused.returncode == 2 and "pickle" in refused.stderr.lower()
 
 
-def test_preserve_flag_defaults_to_the_preset_and_none_turns_it_off():
-    from kscu.cli import _preserve_arg
+def unlearn_request(*flags: str):
+    from kscu.cli import _parser
+    from kscu.config import from_inputs
 
-    assert _preserve_arg(None) is None
-    assert _preserve_arg(" None ") == ()
-    assert _preserve_arg("dotted,checkered") == ("dotted", "checkered")
+    return from_inputs(vars(_parser().parse_args(["unlearn", "--concept", "striped", "--out", "x", *flags])))
 
 
-def test_anchor_flag_defaults_to_the_preset_and_none_turns_it_off():
-    from kscu.cli import _anchor_arg
+def test_every_config_field_has_a_flag_and_absent_flags_mean_the_preset():
+    from dataclasses import fields
 
-    assert _anchor_arg(None) is None
-    assert _anchor_arg("NONE") == ""
-    assert _anchor_arg("plain") == "plain"
+    from kscu.config import UnlearnConfig
+
+    assert unlearn_request() == UnlearnConfig("striped"), "no flag: every field as the config's default (None = the preset's)"
+    flags = [f"--{f.name.replace('_', '-')}" for f in fields(UnlearnConfig) if f.name != "augment"] + ["--no-augment"]
+    help_text = run_cli("unlearn", "--help").stdout
+    assert all(flag in help_text for flag in flags), [f for f in flags if f not in help_text]
+
+
+def test_config_flags_become_typed_fields():
+    request = unlearn_request("--iterations", "12", "--lr", "2e-4", "--preserve", "dotted, checkered", "--no-augment", "--eta", "0.5")
+    assert (request.iterations, request.lr, request.preserve, request.augment, request.eta) == (12, 2e-4, ("dotted", "checkered"), False, 0.5)
+    assert unlearn_request("--preserve", " None ").preserve == () and unlearn_request("--anchor", "NONE").anchor == ""
+    assert unlearn_request("--anchor", "plain").anchor == "plain"
+
+
+def test_a_flag_that_is_not_a_number_is_refused_by_name(tmp_path):
+    done = run_cli("unlearn", "--concept", "striped", "--iterations", "many", "--out", str(tmp_path / "e"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == "error: --iterations: 'many' is not a whole number"
 
 
 @pytest.mark.slow

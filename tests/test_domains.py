@@ -187,7 +187,7 @@ def test_image_change_is_one_for_identical_images_and_low_for_inverted_ones():
 
 def test_quick_erase_recipe_on_the_demo_domain(micro_demo):
     seen, trained = [], []
-    out = quick_erase(micro_demo, "star", iterations=3, n_erase=4, n_retain=6, on_progress=lambda f, m: seen.append(f),
+    out = quick_erase(micro_demo, "star", iterations=3, n_erase=4, n_retain=6, on_progress=lambda u: seen.append(u.fraction),
                       on_trained=trained.append)
     assert out.result.config.kind == "object", "the kind comes from the domain, not the style preset"
     assert trained == [out.result] and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)

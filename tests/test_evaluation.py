@@ -143,10 +143,11 @@ def test_format_table_shows_before_after_and_delta():
 def test_evaluate_edit_end_to_end_with_the_base_as_edit(micro_demo):
     calls = []
     report = evaluate_edit(micro_demo, copy.deepcopy(micro_demo.unet), "striped", n_erase=4, n_retain=8, num_steps=3,
-                           batch_size=5, on_progress=lambda done, total: calls.append((done, total)))
+                           batch_size=5, on_progress=lambda update: calls.append((update.fraction, update.message)))
     assert report.attribute == "style" and report.n_erase == 4 and report.n_retain == 8
     assert report.after == report.before, "same weights, same prompts and seeds: identical readings"
-    assert calls[-1] == (24, 24) and len(calls) == 6
+    assert calls[-1] == (1.0, "24 of 24 test images") and len(calls) == 6
+    assert [f for f, _ in calls] == sorted(f for f, _ in calls), "the bar only moves forward"
     for key in ("ua", "detection_rate", "ira", "cra", "cra_mean", "erase_set_retention"):
         assert key in report.before
     assert set(report.before["cra"]) == {"shape", "colour", "background"}
@@ -169,9 +170,9 @@ def test_evaluate_edit_reuses_a_base_report_with_the_same_settings(micro_demo):
     base = evaluate_edit(micro_demo, None, "striped", n_erase=4, n_retain=4, num_steps=2)
     calls = []
     reused = evaluate_edit(micro_demo, edited, "striped", n_erase=4, n_retain=4, num_steps=2, base=base,
-                           on_progress=lambda done, total: calls.append((done, total)))
+                           on_progress=lambda update: calls.append(update.message))
     assert reused.before == full.before == base.before and reused.after == full.after
-    assert calls[-1] == (8, 8), "only the edited side is sampled"
+    assert calls[-1] == "8 of 8 test images", "only the edited side is sampled"
     with pytest.raises(ValueError, match="other settings"):
         evaluate_edit(micro_demo, edited, "striped", n_erase=4, n_retain=4, num_steps=3, base=base)
 

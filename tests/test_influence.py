@@ -68,7 +68,7 @@ def test_same_seeds_same_values_other_seeds_other_values(micro_demo, striped):
 
 def test_progress_reaches_one_and_cancel_raises(micro_demo):
     seen = []
-    analyze(micro_demo, "red", kind="colour", on_progress=lambda f, m: seen.append(f), **SMALL)
+    analyze(micro_demo, "red", kind="colour", on_progress=lambda u: seen.append(u.fraction), **SMALL)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     with pytest.raises(AnalysisCancelled) as info:
         analyze(micro_demo, "red", kind="colour", should_stop=lambda: True, **SMALL)

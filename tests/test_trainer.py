@@ -77,7 +77,7 @@ def test_cancel_stops_between_iterations_and_keeps_the_base_bit_identical(micro_
     seen = []
     with pytest.raises(UnlearnCancelled, match="cancelled after 3"):
         unlearn(micro_demo, UnlearnConfig("striped", iterations=50, num_steps=10, lr=1e-2),
-                on_progress=lambda p, _: seen.append(p.iteration), should_stop=lambda: len(seen) >= 3)
+                on_progress=lambda p: seen.append(p.iteration), should_stop=lambda: len(seen) >= 3)
     assert all(torch.equal(v, base[k]) for k, v in micro_demo.unet.state_dict().items())
 
 

@@ -11,6 +11,7 @@ from kscu.influence import MEASURES, InfluenceReport, analyze
 from kscu.jobs import Job
 from kscu.models import LoadedModel
 from kscu.plots import influence_figure
+from kscu.progress import phase
 from ui.common import (POLL_SECONDS, PollTimer, cancel_job, concept_choices, domain_of, friendly, kinds_for, progress_html, resolve_kind,
                        timer_state)
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
@@ -40,10 +41,8 @@ def _work(state: WorkbenchState, model: LoadedModel, plan: list[tuple[str, str]]
           num_steps: int, seeds: int, anchor: str | None, job: Job) -> list[InfluenceReport]:
     reports = []
     for i, (concept, kind) in enumerate(plan):
-        def on_progress(fraction: float, message: str, i: int = i, concept: str = concept) -> None:
-            job.set_progress((i + fraction) / len(plan), f"{concept}: {message}")
-
-        reports.append(analyze(model, concept, kind, measures, num_steps, seeds, anchor, None, on_progress,
+        reports.append(analyze(model, concept, kind, measures, num_steps, seeds, anchor, None,
+                               phase(job.report, i / len(plan), (i + 1) / len(plan), concept),
                                should_stop=lambda: job.cancel_requested))
     state.reports = reports
     return reports

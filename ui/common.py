@@ -20,7 +20,7 @@ from kscu.jobs import JobBusy
 from kscu.models import LoadedModel
 from kscu.validation import check_config
 from ui.poll_timer import PollTimer
-from ui.state import WorkbenchState
+from ui.state import METHOD_NAMES, WorkbenchState
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,19 @@ def checked_config(config: UnlearnConfig, model: LoadedModel) -> UnlearnConfig:
     for warning in checked.warnings:
         gr.Warning(warning)
     return checked.config
+
+
+def edit_choices(state: WorkbenchState) -> list[tuple[str, str]]:
+    """Every kept edit (last KSCU, last robust KSCU, last ESD) as (label, key), labelled with its
+    concept. All are always offered (a choice that is not there yet says so when used), so API
+    clients, which see the choices the page was built with, can name any."""
+    state.adopt_finished()
+    return [(f"last {name} edit ({state.results[m].config.concept if m in state.results else 'none yet'})", m) for m, name in METHOD_NAMES.items()]
+
+
+def kept_edits(state: WorkbenchState) -> gr.CheckboxGroup:
+    """The kept edits to choose from, the current one ticked."""
+    return gr.CheckboxGroup(choices=edit_choices(state), value=[state.current] if state.current else [])
 
 
 def domain_of(state: WorkbenchState) -> Domain:

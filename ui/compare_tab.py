@@ -11,7 +11,8 @@ from kscu.jobs import Job
 from kscu.models import LoadedModel
 from kscu.recipes import Comparison, compare
 from kscu.trainer import UnlearnResult
-from ui.common import POLL_SECONDS, PollTimer, cancel_job, domain_of, friendly, image_panel, progress_html, timer_state
+from ui.common import (POLL_SECONDS, PollTimer, cancel_job, domain_of, edit_choices, friendly, image_panel, kept_edits, progress_html,
+                       timer_state)
 from ui.results import change_table, grid_image, metrics_table, needs_blur, reading, unscored_note
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
 from ui.state import METHOD_NAMES, WorkbenchState
@@ -35,25 +36,12 @@ def parse_neighbours(text: str) -> list[str] | None:
     return parts or None
 
 
-def edit_choices(state: WorkbenchState) -> list[tuple[str, str]]:
-    """Both methods as (label, method) choices, labelled with the kept edit's concept. Both are
-    always offered (a choice that is not there yet says so when used), so API clients, which
-    see the choices the page was built with, can name either."""
-    state.adopt_finished()
-    return [(f"last {name} edit ({state.results[m].config.concept if m in state.results else 'none yet'})", m) for m, name in METHOD_NAMES.items()]
-
-
-def available(state: WorkbenchState) -> gr.CheckboxGroup:
-    """The kept edits to choose from, the current one ticked."""
-    return gr.CheckboxGroup(choices=edit_choices(state), value=[state.current] if state.current else [])
-
-
 @gpu(ANALYSIS_SECONDS)
 def _work(state: WorkbenchState, model: LoadedModel, chosen: dict[str, UnlearnResult], neighbours: list[str] | None,
           seeds: list[int], measure: bool, n_erase: int, n_retain: int, job: Job) -> Comparison:
     """kscu.recipes.compare as one job; the edited UNets come from the state's cache."""
     return compare(model, chosen, neighbours, seeds, measure=measure, n_erase=n_erase, n_retain=n_retain,
-                   on_progress=job.set_progress, should_stop=lambda: job.cancel_requested, apply=state.edited_unet)
+                   on_progress=job.report, should_stop=lambda: job.cancel_requested, apply=state.edited_unet)
 
 
 def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str, measure: bool, n_erase: float, n_retain: float) -> tuple:
@@ -82,15 +70,16 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     c: Comparison | None = snap["result"] if snap is not None and snap["state"] == "done" else None
     if c is None:
         message = "No comparison yet: tick an edit and press Compare." if snap is None else ""
-        return None, gr.skip(), None, gr.Column(visible=False), None, "", gr.Dataframe(visible=False), message
+        return None, gr.skip(), None, gr.Column(visible=False), gr.skip(), None, "", gr.Dataframe(visible=False), message
     info = state.job_info.get(snap["id"], {})
     domain = domain_of(state)
     blurred = needs_blur(domain, c.kind) and not unblur
     grids = c.grids
     first = next(iter(grids.values()))
-    main_label = "KSCU" if "KSCU" in grids else "ESD"
+    labels = list(grids)  # in METHOD_NAMES order; the grids of the first two are shown
+    main_label, second_label = labels[0], labels[1] if len(labels) > 1 else None
     main = grids[main_label]
-    second = grids.get("ESD") if main_label == "KSCU" else None
+    second = grids[second_label] if second_label else None
     notes = [reading(report, label) for label, report in c.reports.items()]
     if c.reports:
         judge = next(iter(c.reports.values())).judge
@@ -105,7 +94,8 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     notes += c.notes
     table = gr.Dataframe(metrics_table(c.reports), visible=True) if c.reports else gr.Dataframe(visible=False)
     return (grid_image(first, "before", blurred), f"#### After the {main_label} edit", grid_image(main, "after", blurred),
-            gr.Column(visible=second is not None), grid_image(second, "after", blurred) if second else None,
+            gr.Column(visible=second is not None), f"#### After the {second_label} edit" if second_label else gr.skip(),
+            grid_image(second, "after", blurred) if second else None,
             change_table(c.changes), table, "\n\n".join(n for n in notes if n))
 
 
@@ -113,7 +103,7 @@ def status(state: WorkbenchState, unblur: bool) -> tuple:
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Tick the edits to compare and press Compare.")
     if snap is None or snap["state"] != "done":
-        return (progress, *(gr.skip(),) * 8, timer_state(snap))
+        return (progress, *(gr.skip(),) * 9, timer_state(snap))
     return (progress, *view(state, unblur), timer_state(snap))
 
 
@@ -128,7 +118,7 @@ def build(state: WorkbenchState) -> dict:
     )
     with gr.Row():
         with gr.Column(scale=2):
-            methods = gr.CheckboxGroup(edit_choices(state), label="Edits to compare", info="Tick both to see KSCU and ESD side by side.")
+            methods = gr.CheckboxGroup(edit_choices(state), label="Edits to compare", info="Tick two to see them side by side (the grids of the first two).")
             neighbours = gr.Textbox(label="Neighbour prompts (optional)", placeholder="empty: the model's neighbours of the concept (demo: the other values, e.g. dotted, checkered…)",
                                     info="Comma-separated concepts or prompts that must survive the edit.")
             seeds = gr.Textbox("0, 1, 2, 3", label="Seeds", info="One column per seed; the same seeds before and after.")
@@ -148,18 +138,18 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column():
             after_title, after = image_panel("After the edit", "compare-after")
         with gr.Column(visible=False) as esd_column:
-            _, after_esd = image_panel("After the ESD edit", "compare-after-esd")
+            second_title, after_esd = image_panel("After the ESD edit", "compare-after-esd")
     change = gr.Markdown(label="Image change", show_label=False, elem_id="compare-change")
     table = gr.Dataframe(label="Metrics before and after (share of test images the judge read as asked)", interactive=False, wrap=True,
                          visible=False, elem_id="compare-metrics")
     notes = gr.Markdown(label="Notes", show_label=False, elem_id="compare-notes")
     timer = PollTimer(POLL_SECONDS, active=False)
-    views = [before, after_title, after, esd_column, after_esd, change, table, notes]
+    views = [before, after_title, after, esd_column, second_title, after_esd, change, table, notes]
 
     run.click(friendly(partial(start, state)), [methods, neighbours, seeds, measure, n_erase, n_retain], [progress, timer, *views], api_name="compare", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_compare", concurrency_limit=None, show_progress="hidden")
     unblur.change(partial(view, state), unblur, views, api_visibility="private")
     timer.tick(friendly(partial(status, state)), unblur, [progress, *views, timer], api_name="compare_status",
                concurrency_limit=None, show_progress="hidden")
-    return {"methods": methods, "timer": timer, "refresh_choices": (partial(available, state), methods),
+    return {"methods": methods, "timer": timer, "refresh_choices": (partial(kept_edits, state), methods),
             "refresh": (partial(status, state), [unblur], [progress, *views, timer])}

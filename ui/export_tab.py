@@ -13,9 +13,8 @@ import gradio as gr
 
 from kscu.export import check_compatible, edit_stem, export_pipeline, load_edit, save_edit
 from kscu.trainer import UnlearnResult
-from ui.common import friendly
-from ui.compare_tab import edit_choices
-from ui.state import METHOD_NAMES, WorkbenchState
+from ui.common import edit_choices, friendly
+from ui.state import METHOD_NAMES, WorkbenchState, edit_key
 
 
 def metadata(result: UnlearnResult) -> dict:
@@ -83,7 +82,7 @@ def load(state: WorkbenchState, upload: str | None) -> tuple[dict, str]:
     if warning:
         gr.Warning(warning)
     state.keep_result(result)
-    name = METHOD_NAMES.get(result.config.method, result.config.method)
+    name = METHOD_NAMES[edit_key(result.config)]
     return metadata(result), f"Loaded a {name} edit of *{result.config.concept}*: it is now the current edit for Compare and Export."
 
 

@@ -6,7 +6,7 @@ from functools import partial
 
 import gradio as gr
 
-from ui import analyze_tab, compare_tab, export_tab, keysteps_tab, model_tab, quick_erase, unlearn_tab
+from ui import analyze_tab, compare_tab, export_tab, keysteps_tab, model_tab, quick_erase, redteam_tab, unlearn_tab
 from ui.common import concept_choices, domain_of, friendly, kinds_for
 from ui.state import WorkbenchState
 
@@ -16,8 +16,8 @@ INTRO = (
     "everything else. KSCU ([Key Step Concept Unlearning](https://arxiv.org/abs/2507.06526)) fine-tunes the model only "
     "at the denoising steps where that kind of concept takes shape, instead of at all of them. **Quick erase** does it "
     "in one click with tested presets; the other tabs, left to right, show every step: load a model, see at which "
-    "steps a concept forms, pick the key steps, unlearn while watching it train, compare before and after, and export "
-    "the edit. Heavy work runs one job at a time in the background, shared by everyone using this page."
+    "steps a concept forms, pick the key steps, unlearn while watching it train, compare before and after, attack the "
+    "edit to see whether the concept comes back, and export it. Heavy work runs one job at a time in the background, shared by everyone using this page."
 )
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
@@ -76,6 +76,8 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
                 unlearn = unlearn_tab.build(state)
             with gr.Tab("Compare", id="compare") as compare_page:
                 compare = compare_tab.build(state)
+            with gr.Tab("Red team", id="redteam") as redteam_page:
+                redteam = redteam_tab.build(state)
             with gr.Tab("Export", id="export") as export_page:
                 export = export_tab.build(state)
 
@@ -91,12 +93,14 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
             [unlearn["kind"], unlearn["method"], unlearn["iterations"], unlearn["num_steps"], unlearn["start"], unlearn["end"], tabs],
             api_visibility="private",
         )
-        for page, tab in ((compare_page, compare), (export_page, export)):
+        quick["break"].click(friendly(partial(redteam_tab.try_to_break, state)), None, [tabs, redteam["methods"], *redteam["outputs"]],
+                             api_name="try_to_break", show_progress="hidden")
+        for page, tab in ((compare_page, compare), (redteam_page, redteam), (export_page, export)):
             fn, output = tab["refresh_choices"]
             page.select(fn, None, output, api_visibility="private")
 
         # A reloaded page (or a second browser tab) shows the running jobs and the last results.
-        for tab in (quick, analyze, unlearn):
+        for tab in (quick, analyze, unlearn, redteam):
             fn, outputs = tab["refresh"]
             demo.load(fn, None, outputs, api_visibility="private")
         fn, inputs, outputs = compare["refresh"]

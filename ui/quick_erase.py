@@ -37,22 +37,24 @@ def _work(state: WorkbenchState, model: LoadedModel, config: UnlearnConfig, job:
     (state.keep_result), and the edited UNet comes from the state's cache (Compare reuses it)."""
     try:
         return quick_erase(
-            model, config.concept, config.kind, iterations=config.iterations, n_erase=state.quick.n_erase, n_retain=state.quick.n_retain,
-            on_progress=job.set_progress, on_iteration=lambda p: job.add_loss(p.iteration, p.step_index, p.loss),
+            model, config.concept, config.kind, iterations=config.iterations, adversarial=config.adversarial,
+            n_erase=state.quick.n_erase, n_retain=state.quick.n_retain,
+            on_progress=job.report, on_iteration=lambda p: job.add_loss(p.iteration, p.step_index, p.loss),
             on_trained=state.keep_result, should_stop=lambda: job.cancel_requested, apply=state.edited_unet,
         )
     except EditKept as exc:
         raise JobCancelled(f"{exc} (Compare, Export)") from None
 
 
-def erase(state: WorkbenchState, concept: str | None, kind: str | None) -> tuple:
+def erase(state: WorkbenchState, concept: str | None, kind: str | None, robust: bool = False) -> tuple:
     """Start the quick erase job; returns the progress display, the polling timer, and cleared
     results (the last erase's images must not pass for this one's)."""
     model = state.require_model()
     concept = clean_concept(concept)
     kind = resolve_kind(concept, kind, model.domain)
-    config = checked_config(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations), model)
-    job = state.submit(PURPOSE, f"erase {concept!r} ({kind}, KSCU preset, {config.iterations} iterations)", partial(_work, state, model, config))
+    config = checked_config(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations, adversarial=bool(robust)), model)
+    how = "robust KSCU" if config.adversarial else "KSCU preset"
+    job = state.submit(PURPOSE, f"erase {concept!r} ({kind}, {how}, {config.iterations} iterations)", partial(_work, state, model, config))
     return progress_html(job.snapshot()), PollTimer(active=True), None, None, gr.Dataframe(visible=False), ""
 
 
@@ -66,7 +68,8 @@ def status(state: WorkbenchState) -> tuple:
     result, grids, report = out.result, out.grids, out.report
     blurred = needs_blur(domain_of(state), result.config.kind)
     cfg = result.config
-    text = [f"**Done in {duration(snap['elapsed'])}.** Erased *{cfg.concept}* ({cfg.kind}) with KSCU: {cfg.iterations} iterations "
+    text = [f"**Done in {duration(snap['elapsed'])}.** Erased *{cfg.concept}* ({cfg.kind}) with {'robust ' if cfg.adversarial else ''}KSCU: "
+            f"{cfg.iterations} iterations "
             f"on steps {cfg.start_step}–{cfg.end_step - 1} of {cfg.num_steps}, learning rate {cfg.lr:g}, {cfg.params} parameters."]
     if result.sanity is not None:
         text.append(sanity_sentence(result.sanity))
@@ -78,7 +81,8 @@ def status(state: WorkbenchState) -> tuple:
         text.append(unscored_note(domain_of(state), cfg.concept, cfg.kind))
     if blurred:
         text.append("Images are blurred because they may show nudity; the Compare tab can unblur them.")
-    text.append("The edit is kept for the **Compare** and **Export** tabs.")
+    text.append("The edit is kept for the **Compare**, **Red team** and **Export** tabs. *Try to break it* attacks it with learned "
+                "prompt tokens: does the concept come back?")
     table = (gr.Dataframe(metrics_table({"KSCU": report}), visible=True, label=f"{METRICS_LABEL} ({report.judge})")
              if report is not None else gr.Dataframe(visible=False))
     return (progress, grid_image(grids, "before", blurred), grid_image(grids, "after", blurred), table,
@@ -101,6 +105,7 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column(scale=1, min_width=160):
             erase_button = gr.Button("Erase", variant="primary", size="lg")
             cancel_button = gr.Button("Cancel", variant="stop", size="sm")
+    robust = gr.Checkbox(False, label="Robust erasure (slower)", info="Also erase what learned prompt tokens bring back while it trains.")
     progress = gr.HTML(progress_html(None, idle="Choose a concept and press Erase."), label="Progress", elem_id="quick-progress")
     with gr.Row():
         with gr.Column():
@@ -108,13 +113,14 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column():
             _, after = image_panel("After the edit", "quick-after")
     summary = gr.Markdown(label="Summary", show_label=False, elem_id="quick-summary")
+    break_button = gr.Button("Try to break it", variant="secondary", elem_id="quick-break")
     table = gr.Dataframe(elem_id="quick-metrics", label=METRICS_LABEL, interactive=False, wrap=True, visible=False)
     timer = PollTimer(POLL_SECONDS, active=False)
 
     concept.change(partial(guess_kind, state), concept, kind, api_visibility="private", queue=False)
-    erase_button.click(friendly(partial(erase, state)), [concept, kind], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
+    erase_button.click(friendly(partial(erase, state)), [concept, kind, robust], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
     cancel_button.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, [progress, before, after, table, summary, timer],
                api_name="quick_erase_status", concurrency_limit=None, show_progress="hidden")
-    return {"concept": concept, "kind": kind, "progress": progress, "timer": timer,
+    return {"concept": concept, "kind": kind, "progress": progress, "timer": timer, "break": break_button,
             "refresh": (partial(status, state), [progress, before, after, table, summary, timer])}

@@ -18,12 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kscu.config import UnlearnConfig
 from kscu.influence import InfluenceReport
 from kscu.jobs import Job, JobRunner
 from kscu.models import LoadedModel
 from kscu.trainer import UnlearnResult
 
-METHOD_NAMES = {"kscu": "KSCU", "esd": "ESD"}
+METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD"}
+"""The kept edits, one per key: a KSCU edit trained with config.adversarial is kept apart from the
+plain one, so the two can be compared and attacked side by side."""
+
+
+def edit_key(config: UnlearnConfig) -> str:
+    """Which kept edit a result replaces (a key of METHOD_NAMES)."""
+    return "robust" if config.method == "kscu" and config.adversarial else config.method
 
 
 @dataclass
@@ -55,7 +63,7 @@ class WorkbenchState:
     reports: list[InfluenceReport] = field(default_factory=list)
     """The last influence analysis (one report per concept)."""
     results: dict[str, UnlearnResult] = field(default_factory=dict)
-    """The last edit per method ("kscu", "esd"), so KSCU and ESD can be compared side by side."""
+    """The last edit per key of METHOD_NAMES ("kscu", "robust", "esd"), so they can be compared side by side."""
     current: str | None = None
     """The method of the most recent edit: what Compare and Export pick by default."""
     files_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kscu-workbench-")))
@@ -113,8 +121,9 @@ class WorkbenchState:
     def keep_result(self, result: UnlearnResult) -> None:
         """Make `result` the last edit of its method and the current one."""
         with self._lock:
-            self.results[result.config.method] = result
-            self.current = result.config.method
+            key = edit_key(result.config)
+            self.results[key] = result
+            self.current = key
 
     def adopt_finished(self) -> None:
         """Keep the result of a finished Unlearn job (started through kscu.jobs.start_unlearning,

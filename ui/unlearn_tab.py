@@ -2,11 +2,12 @@
 watch its loss and preview images, cancel it; the last KSCU and ESD edits are kept side by side."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import gradio as gr
 
-from kscu.config import UnlearnConfig
+from kscu.config import UnlearnConfig, from_inputs
 from kscu.domain import Domain
 from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
@@ -57,17 +58,22 @@ def neighbours(domain: Domain, concept: str, kind: str) -> list[str]:
         return []
 
 
-def start(state: WorkbenchState, concept: str | None, kind: str | None, method: str, iterations: float, lr: float, params: str,
-          anchor: str, keep: str, seed: float, num_steps: float, start_step: float, end_step: float, previews: float) -> tuple[str, PollTimer]:
-    """Start unlearning in the background (kscu.jobs.start_unlearning) with live previews."""
+def start(state: WorkbenchState, names: list[str], *values) -> tuple[str, PollTimer]:
+    """Start unlearning in the background (kscu.jobs.start_unlearning) with live previews.
+
+    `values` are the fields' in the order of `names` (UnlearnConfig field names, and "previews"): the
+    config is made by kscu.config.from_inputs, as the CLI's is. An emptied number field means "the
+    preset's"; anything typed, 0 included, is checked as typed; the anchor and keep fields show the
+    preset's values, so emptied they mean "none"."""
     model = state.require_model()
-    concept = clean_concept(concept)
-    config = checked_config(UnlearnConfig(  # an empty number field means "the preset's"; anything typed, 0 included, is checked as typed
-        concept=concept, kind=resolve_kind(concept, kind, model.domain), method=method, iterations=_number(iterations, int),
-        start_step=_number(start_step, int), end_step=_number(end_step, int), num_steps=_number(num_steps, int), lr=_number(lr, float),
-        params=params or None, anchor=(anchor or "").strip(), seed=_number(seed, int) or 0,  # the field shows the preset's
-        preserve=tuple((keep or "").split(",")),  # the field shows the preset's list: empty means none
-    ), model)
+    inputs = dict(zip(names, values))
+    previews = inputs.pop("previews")
+    inputs["concept"] = clean_concept(inputs["concept"])
+    inputs["anchor"] = inputs["anchor"] or ""
+    inputs["preserve"] = inputs["preserve"] or ""
+    request = from_inputs(inputs)
+    config = checked_config(replace(request, kind=resolve_kind(request.concept, request.kind, model.domain)), model)
+    concept = config.concept
     words = [concept] + neighbours(model.domain, concept, config.kind)[:1]
     rows = grid_prompts(model, concept, words[1:], config.kind)
     prompts = [p for p in rows for _ in PREVIEW_SEEDS]
@@ -78,11 +84,6 @@ def start(state: WorkbenchState, concept: str | None, kind: str | None, method: 
     captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
     state.job_info[job.id] = {"config": config, "captions": captions}
     return progress_html(job.snapshot()), PollTimer(active=True)
-
-
-def _number(value: float | None, kind: type) -> int | float | None:
-    """A Number field's value as `kind`; None (an emptied field) stays None."""
-    return None if value is None else kind(value)
 
 
 def _final_loss(losses: list[float]) -> str:
@@ -166,6 +167,9 @@ def build(state: WorkbenchState) -> dict:
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
+                robust = gr.Checkbox(False, label="Robust erasure (adversarial, slower)",
+                                     info="Learned prompt tokens attack the model while it trains and are erased too, so the Red team's "
+                                          "attacks find less (not in the paper).")
                 num_steps = gr.Slider(10, 100, value=initial.num_steps, step=1, label="Denoising steps (K)", info="Schedule the key steps refer to.")
                 with gr.Row():
                     start_step = gr.Slider(0, initial.num_steps - 1, value=initial.start_step, step=1, label="Window start S", info="KSCU trains steps S..end-1.")
@@ -190,8 +194,10 @@ def build(state: WorkbenchState) -> dict:
     concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")
     for trigger in (kind.input, method.input, num_steps.release):
         trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")
-    inputs = [concept, kind, method, iterations, lr, params, anchor, keep, seed, num_steps, start_step, end_step, previews]
-    run.click(friendly(partial(start, state)), inputs, [progress, timer], api_name="start_unlearning", show_progress="hidden")
+    settings = {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "lr": lr, "params": params,
+                "anchor": anchor, "preserve": keep, "seed": seed, "num_steps": num_steps, "start_step": start_step, "end_step": end_step,
+                "previews": previews, "adversarial": robust}
+    run.click(friendly(partial(start, state, list(settings))), list(settings.values()), [progress, timer], api_name="start_unlearning", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
     outputs = [progress, loss, preview_heading, gallery, summary, record, timer]
     timer.tick(friendly(partial(status, state)), None, outputs, api_name="unlearn_status", concurrency_limit=None, show_progress="hidden")

@@ -58,6 +58,9 @@ class JudgeTrainConfig:
     """The demo model whose VAE decodes the training renders ("" = clean renders only)."""
     latent_noise: float = 0.4
     decoded_share: float = 0.75
+    shape_focus: float = 0.0
+    """Share of captions that name the shape (alone or with the style): shapes under textures are
+    what the judge reads worst, so a continuation can weight them."""
 
     @classmethod
     def micro(cls) -> "JudgeTrainConfig":
@@ -72,10 +75,14 @@ def clip_config(cfg: JudgeTrainConfig) -> CLIPConfig:
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
 
 
-def caption(scene: Scene, rng: random.Random) -> tuple[str, frozenset[str]]:
-    """A caption naming a random non-empty subset of the scene's attributes, and that subset."""
+def caption(scene: Scene, rng: random.Random, shape_focus: float = 0.0) -> tuple[str, frozenset[str]]:
+    """A caption naming a random non-empty subset of the scene's attributes (with probability
+    `shape_focus` the shape, with or without the style), and that subset."""
     names = list(ATTRIBUTES)
-    keep = frozenset(a for a in names if rng.random() < 0.4) or frozenset({rng.choice(names)})
+    if rng.random() < shape_focus:
+        keep = frozenset({"shape", "style"}) if rng.random() < 0.5 else frozenset({"shape"})
+    else:
+        keep = frozenset(a for a in names if rng.random() < 0.4) or frozenset({rng.choice(names)})
     if len(keep) == 1 and rng.random() < 0.6:
         (only,) = keep
         text = scene.value(only) + (" background" if only == "background" and rng.random() < 0.5 else "")
@@ -169,7 +176,7 @@ def train(work: Path, out: Path, cfg: JudgeTrainConfig) -> dict[str, dict[str, f
     while step < cfg.steps:
         index = [rng.randrange(held, len(images)) for _ in range(cfg.batch)]
         batch_scenes = [scenes[i] for i in index]
-        captions = [caption(s, rng) for s in batch_scenes]
+        captions = [caption(s, rng, cfg.shape_focus) for s in batch_scenes]
         tokens = tokenizer([c for c, _ in captions], padding=True, truncation=True, max_length=32, return_tensors="pt")
         match = positives(batch_scenes, [(s, keep) for s, (_, keep) in zip(batch_scenes, captions)])
         source = decoded if decoded is not None and rng.random() < cfg.decoded_share else images
@@ -242,10 +249,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("assets/shape-clip"))
     parser.add_argument("--micro", action="store_true", help="seconds-long run (tests)")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--shape-focus", type=float, default=None, help="share of captions that name the shape (default 0)")
     args = parser.parse_args()
     cfg = JudgeTrainConfig.micro() if args.micro else JudgeTrainConfig()
     if args.steps:
         cfg.steps = args.steps
+    if args.shape_focus is not None:
+        cfg.shape_focus = args.shape_focus
     train(args.work, args.out, cfg)
 
 
