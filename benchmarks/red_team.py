@@ -12,14 +12,15 @@ Run:   nohup nice python benchmarks/red_team.py > red_team.log 2>&1 &
 Smoke: python benchmarks/red_team.py --smoke --model <micro demo folder>
 Runtime on the 2-core CPU with the defaults: about 2.5 h (3 concepts x 3 seeds; ESD's training is
 most of it); `--methods kscu,robust --concepts striped` about 25 min.
-Writes red_team.json under benchmarks/results/.
+Writes red_team.json and red_team.png (ASR per model and attack, seed mean with the lowest and
+highest seed) under benchmarks/results/.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from _common import REPO, BenchParser, Timer, format_table, load_demo, score, words, ints, write_results
+from _common import REPO, BenchParser, Timer, figure, format_table, ints, load_demo, save_figure, score, words, write_results
 from kscu.attack import red_team
 from kscu.attack_config import AttackBudget
 from kscu.config import UnlearnConfig
@@ -38,6 +39,31 @@ def edit_for(model, concept: str, seed: int, method: str, iterations: int | None
         save_edit(result, path)
     edit = load_edit(path)
     return edit, edit.seconds
+
+
+def plot(table: list[dict], args) -> None:
+    """Grouped bars per concept: for each model, the plain prompts' ASR and each attack's (mean
+    over seeds, the lowest and highest seed as the error bar)."""
+    concepts = list(dict.fromkeys(r["concept"] for r in table))
+    fig, axes = figure(1, len(concepts), width=6.0, height=3.2)
+    for ax, concept in zip(axes[0], concepts):
+        rows = [r for r in table if r["concept"] == concept]
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        attacks = list(dict.fromkeys(r["attack"] for r in rows))
+        series = [("plain prompts", "pre", attacks[0])] + [(f"{a} attack", "post", a) for a in attacks]
+        width = 0.8 / len(series)
+        for j, (name, key, attack) in enumerate(series):
+            values = [[r[key] for r in rows if r["model"] == m and r["attack"] == attack] for m in models]
+            means = [sum(v) / len(v) for v in values]
+            low = [m - min(v) for m, v in zip(means, values)]
+            high = [max(v) - m for m, v in zip(means, values)]
+            ax.bar([i + j * width for i in range(len(models))], means, width, yerr=[low, high], capsize=2, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))], models)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("attack success rate")
+        ax.set_title(f"{concept!r}: concept back on this share of images")
+    axes[0, 0].legend(fontsize=7)
+    save_figure(fig, args, "red_team")
 
 
 def main() -> None:
@@ -97,6 +123,7 @@ def main() -> None:
                               "pre": run["pre_asr"]["value"], "post": run["post_asr"]["value"], "post_high": run["post_asr"]["high"],
                               "attack_s": run["seconds"], "train_s": r["train_seconds"].get(label)})
     print(format_table(table, ["concept", "seed", "attack", "model", "pre", "post", "post_high", "attack_s", "train_s"]))
+    plot(table, args)
     write_results(args, "red_team", {"budget": budget.__dict__, "rows": rows},
                   {"rows": len(rows), "concepts": args.concepts, "seeds": args.seeds, "methods": args.methods})
 
