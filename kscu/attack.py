@@ -109,9 +109,9 @@ class RedTeamReport:
 # -- learned tokens: a forward hook on the token embedding, active only for one thread ------------
 
 @contextmanager
-def learned_tokens(model: LoadedModel, positions: list[int], vectors: torch.Tensor) -> Iterator[None]:
+def learned_tokens(model: LoadedModel, positions: list[int] | list[list[int]], vectors: torch.Tensor) -> Iterator[None]:
     """While active, the text encoder's token embedding puts `vectors` (tokens, D) at `positions`
-    of every sequence this thread encodes. Why a hook: the text encoder (transformers' CLIPTextModel)
+    of every sequence this thread encodes (one list for every row, or a list per row of the batch). Why a hook: the text encoder (transformers' CLIPTextModel)
     takes token ids only, and the model must not change; another thread encoding at the same time
     (the UI draws while it trains) is left alone."""
     owner = threading.get_ident()
@@ -121,7 +121,10 @@ def learned_tokens(model: LoadedModel, positions: list[int], vectors: torch.Tens
         if threading.get_ident() != owner:
             return None
         output = output.clone()
-        output[:, index] = vectors.to(output.dtype)
+        if index.ndim == 1:
+            output[:, index] = vectors.to(output.dtype)
+        else:
+            output[torch.arange(len(index), device=index.device)[:, None], index] = vectors.to(output.dtype)
         return output
 
     handle = model.text_encoder.get_input_embeddings().register_forward_hook(put)
@@ -156,11 +159,8 @@ def encode_with_tokens(model: LoadedModel, prompts: list[str], concept: str, vec
     """Text embeddings (N, L, D) of the prompts with the learned token vectors in them (differentiable
     in `vectors`)."""
     rows = [token_ids(model, p, concept, len(vectors), position) for p in prompts]
-    out = []
-    for ids, where in rows:
-        with learned_tokens(model, where, vectors):
-            out.append(model.text_encoder(torch.tensor([ids], device=model.device))[0])
-    return torch.cat(out)
+    with learned_tokens(model, [where for _, where in rows], vectors):  # one batched text-encoder call
+        return model.text_encoder(torch.tensor([ids for ids, _ in rows], device=model.device))[0]
 
 
 # -- the attacks -----------------------------------------------------------------------------------
@@ -211,15 +211,6 @@ def _frozen(*modules: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
-
-
-def _draw(sampler: Sampler, unet, cond: torch.Tensor, seeds: list[int], batch: int = 16) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(seeds), batch):
-            x = sampler.run(unet, sampler.initial_latents(seeds[i : i + batch]), cond[i : i + batch] if len(cond) > 1 else cond)
-            out.append(sampler.decode(x))
-    return np.concatenate(out)
 
 
 def _rate(scores: np.ndarray) -> Rate:
@@ -287,7 +278,7 @@ def red_team(
             cond, losses = _embedding_attack(model, unet, plan.concept, ref_prompts, refs, prompts, budget, progress, should_stop)
         else:
             cond, losses = _soft_attack(model, unet, ref_prompts, refs, prompts, budget, progress, should_stop)
-        attacked = _draw(sampler, unet, cond, seeds)
+        attacked = sampler.generate_from(unet, cond, seeds)
         seconds = time.perf_counter() - begin
         plain = sampler.generate(unet, prompts, seeds)
         run = AttackRun(label, _rate(detect(plain)), _rate(scores := detect(attacked)), seconds, plain, attacked, losses)

@@ -106,7 +106,15 @@ class Sampler:
         """Images for (prompt, seed) pairs with `unet` (the base one or an edited copy)."""
         out = []
         for i in range(0, len(prompts), batch_size):
-            cond = encode_prompts(self.model, prompts[i : i + batch_size])
-            x = self.run(unet, self.initial_latents(seeds[i : i + batch_size]), cond)
-            out.append(self.decode(x))
+            out.append(self.generate_from(unet, encode_prompts(self.model, prompts[i : i + batch_size]), seeds[i : i + batch_size]))
         return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+    @torch.no_grad()
+    def generate_from(self, unet, cond: torch.Tensor, seeds: list[int], batch_size: int = 16) -> np.ndarray:
+        """Images for given text embeddings (one per seed, or one (1, L, D) for every seed): the red
+        team's learned conditionings are not prompts."""
+        out = []
+        for i in range(0, len(seeds), batch_size):
+            part = cond[i : i + batch_size] if len(cond) > 1 else cond
+            out.append(self.decode(self.run(unet, self.initial_latents(seeds[i : i + batch_size]), part)))
+        return np.concatenate(out)
