@@ -38,7 +38,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from kscu.config import UnlearnConfig  # noqa: E402
 from kscu.domain import Domain, default_domain  # noqa: E402
 from kscu.evaluation import concept_metrics, read_images  # noqa: E402
-from kscu.keysteps import key_step_table, uniform_table  # noqa: E402
 from kscu.models import LoadedModel  # noqa: E402
 from kscu.sampling import Sampler  # noqa: E402
 from kscu.trainer import Progress, UnlearnResult  # noqa: E402
@@ -149,11 +148,12 @@ class Cost:
     """UNet images of one unlearning run, as the trainer counts them (a guided batch of 2 is 2)."""
 
     sampling: list[int]
-    """Per iteration, to reach x_k: 2k from noise, or 2 with trajectory reuse (KSCU only)."""
+    """Per iteration, to reach x_k: 2k from noise, or 2 with trajectory reuse (KSCU only); with the
+    preservation term also its trajectory's step, target and prediction; times the trajectories."""
     targets: list[int]
     """Per iteration, frozen targets: c and "", plus the anchor unless the phrasing's anchor is empty."""
     predictions: int
-    """Per iteration, tuned predictions (the ones backpropagated): 2 with the lambda2 term, else 1."""
+    """Per iteration, tuned predictions (the ones backpropagated): 2 with the lambda2 term, else 1, per trajectory."""
 
     def per_iteration(self) -> list[int]:
         return [s + t + self.predictions for s, t in zip(self.sampling, self.targets)]
@@ -166,28 +166,39 @@ def cost_model(config: UnlearnConfig, domain: Domain) -> Cost:
     import random
 
     from kscu.concepts import augment_prompt
-    from kscu.trainer import AUGMENT_SHARE
+    from kscu.trainer import AUGMENT_SHARE, row_steps
 
     cfg = config.resolve(domain)
-    if cfg.method == "esd":
-        table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
-    else:
-        table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
     pairs = domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)
     rng = random.Random(cfg.seed)  # the trainer's stream: a phrasing per trajectory, augmentation at the end
     augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
-    keep = 1 if cfg.preserve else 0  # a second trajectory, sampled and reused alike, one target, one prediction
-    sampling, targets, previous, pair = [], [], None, pairs[0]
-    for i, k in enumerate(table):
-        continues = cfg.method == "kscu" and previous == k - 1
-        if not continues:
-            pair = rng.choice(pairs)
+    batch = cfg.trajectories  # every count below is per trajectory of the batch
+    sampling, targets = [], []
+    steps, kept, rows = [None] * batch, [None] * batch, pairs[:1] * batch
+    table = row_steps(cfg, cfg.iterations)
+    pooled = cfg.method == "kscu" and cfg.pool > 0
+    if pooled:  # drawn up front by the unedited model: the window's end - 1 guided steps per trajectory
+        pool = [rng.choice(pairs) for _ in range(cfg.pool)]
+        up_front = 2 * max(max(r) for r in table) * cfg.pool * (2 if cfg.preserve else 1)
+    for i, ks in enumerate(table):
+        if pooled:
+            rows = [pool[rng.randrange(cfg.pool)] for _ in ks]
+        else:
+            restart = [cfg.method == "esd" or steps[r] != k - 1 for r, k in enumerate(ks)]
+            rows = [rng.choice(pairs) if new else pair for pair, new in zip(rows, restart)]
         if i >= augment_from:
-            augment_prompt(pair.prompt, cfg.concept, rng)
-        sampling.append((2 if continues else 2 * k) * (1 + keep))
-        targets.append((2 if pair.anchor == "" else 3) + keep)
-        previous = k
-    return Cost(sampling, targets, (2 if cfg.lambda2 > 0 else 1) + keep)
+            for row in rows:
+                augment_prompt(row.prompt, cfg.concept, rng)
+        cost = (up_front if i == 0 else 0) if pooled else sum(2 * k if new else 2 for k, new in zip(ks, restart))
+        if cfg.preserve:  # the kept prompts' own trajectories, sampled and reused alike, one target, one prediction
+            if not pooled:
+                cost += sum(2 if cfg.method == "kscu" and kept[r] == k - 1 else 2 * k for r, k in enumerate(ks))
+            cost += 2 * batch
+            kept = ks
+        sampling.append(cost)
+        targets.append((2 if all(row.anchor == "" for row in rows) else 3) * batch)
+        steps = ks
+    return Cost(sampling, targets, (2 if cfg.lambda2 > 0 else 1) * batch)
 
 
 def checked_forwards(result: UnlearnResult, domain: Domain) -> list[int]:

@@ -56,7 +56,7 @@ def main() -> None:
     met = phases["erase"] < ERASE_TARGET_SECONDS
     print(f"target erase < {ERASE_TARGET_SECONDS:.0f} s: {'met' if met else 'missed'} ({phases['erase']:.1f} s, device {model.device}, torch threads: {torch.get_num_threads()})")
     print(eval_table(report))
-    print("verdict: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items()))
+    print("verdict: " + checks.summary(report.attribute))
 
     fig, axes = figure(1, 1, width=6.0, height=2.5)
     axes[0, 0].barh(list(phases), list(phases.values()), color="tab:blue")
@@ -70,7 +70,7 @@ def main() -> None:
         {"model": model.source, "model_hash": model.model_hash, "device": str(model.device),
          "phases": phases, "config": cfg.to_dict(), "unet_forwards": result.unet_forwards, "report": report.to_dict(), "verdict": checks},
         {"phases": phases, "erase_target_met": met, "ua": report.after["ua"], "ira": report.after["ira"],
-         "cra_mean": report.after["cra_mean"], "passed": checks["passed"]},
+         "cra_mean": report.after["cra_mean"], "verdict": checks.outcome},
     )
 
 

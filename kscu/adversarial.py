@@ -42,25 +42,26 @@ class Adversary:
         self.vectors = initial_tokens(model, concept, TOKENS, torch.Generator().manual_seed(seed + 7)).requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.vectors], lr=LR)
 
-    def update(self, iteration: int, tuned, x: torch.Tensor, t: torch.Tensor, prompt: str, e_c: torch.Tensor) -> int:
-        """Every EVERY iterations, STEPS attack steps on the tokens; returns the UNet images used.
+    def update(self, iteration: int, tuned, x: torch.Tensor, t: torch.Tensor, prompts: list[str], e_c: torch.Tensor) -> int:
+        """Every EVERY iterations, STEPS attack steps on the tokens (one batch: a phrasing per row of x);
+        returns the UNet images used.
         Only the tokens get a gradient (torch.autograd.grad): the tuned weights' .grad stay as they are."""
         if iteration % EVERY:
             return 0
         for _ in range(STEPS):
-            cond = encode_with_tokens(self.model, [prompt], self.concept, self.vectors, "prefix")
+            cond = encode_with_tokens(self.model, prompts, self.concept, self.vectors, "prefix")
             with self.model.autocast():
                 pred = tuned(x, t, encoder_hidden_states=cond).sample.float()
             (grad,) = torch.autograd.grad(F.mse_loss(pred, e_c), [self.vectors])
             self.optimizer.zero_grad(set_to_none=True)
             self.vectors.grad = grad
             self.optimizer.step()
-        return STEPS
+        return STEPS * len(x)
 
-    def erase_loss(self, tuned, x: torch.Tensor, t: torch.Tensor, prompt: str, target_c: torch.Tensor) -> torch.Tensor:
+    def erase_loss(self, tuned, x: torch.Tensor, t: torch.Tensor, prompts: list[str], target_c: torch.Tensor) -> torch.Tensor:
         """WEIGHT * MSE(tuned prediction with the attacked conditioning, the erase target)."""
         with torch.no_grad():
-            attacked = encode_with_tokens(self.model, [prompt], self.concept, self.vectors.detach(), "prefix")
+            attacked = encode_with_tokens(self.model, prompts, self.concept, self.vectors.detach(), "prefix")
         with self.model.autocast():
             pred = tuned(x, t, encoder_hidden_states=attacked).sample.float()
         return WEIGHT * F.mse_loss(pred, target_c)

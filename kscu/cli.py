@@ -23,12 +23,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 from kscu.attack_config import ATTACKS, budget_fields  # noqa: E402  (no torch: --help stays fast)
+
+if TYPE_CHECKING:
+    from kscu.evaluation import Verdict
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -275,7 +279,7 @@ def cmd_evaluate(args) -> int:
                                kind=kind, neighbours=_list_arg(args.neighbours))
     payload = report.to_dict()
     if report.after is not None:
-        payload["verdict"] = verdict(report)
+        payload["verdict"] = verdict(report).to_dict()
     if edit is not None:
         payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds,
                            "sanity": edit.sanity.to_dict() if edit.sanity is not None else None}
@@ -302,11 +306,10 @@ def _save_grids(grids: list[dict], path: Path) -> None:
     canvas.save(path)
 
 
-def _verdict_line(checks: dict[str, bool] | None) -> str:
+def _verdict_line(checks: Verdict | None, attribute: str) -> str:
     if checks is None:
         return "no judge for this concept on this model: judge the grids and the image change"
-    failed = [name for name, ok in checks.items() if not ok and name != "passed"]
-    return "verdict: passed (erased, the rest kept)" if checks["passed"] else f"verdict: not passed ({', '.join(failed)})"
+    return "verdict: " + checks.summary(attribute)
 
 
 def _change_line(change) -> str:
@@ -345,7 +348,7 @@ def cmd_quick_erase(args) -> int:
         lines.append(out.result.sanity.message)
     if out.report is not None:
         lines.append(format_table(out.report))
-    lines += [_change_line(out.change), _verdict_line(out.verdict)]
+    lines += [_change_line(out.change), _verdict_line(out.verdict, cfg.kind if out.report is None else out.report.attribute)]
     _print(args, payload, "\n".join(lines))
     if saved is not None and saved.failure is not None:
         print(f"error: {saved.failure}; the trained edit is kept at {saved.path}: move it where you want it", file=sys.stderr)
@@ -377,7 +380,7 @@ def cmd_compare(args) -> int:
         lines.append(f"== {label}")
         if label in out.reports:
             lines.append(format_table(out.reports[label]))
-        lines += [_change_line(out.changes[label]), _verdict_line(out.verdicts.get(label))]
+        lines += [_change_line(out.changes[label]), _verdict_line(out.verdicts.get(label), out.kind)]
     _print(args, payload, "\n".join(lines + out.notes))
     return 0
 

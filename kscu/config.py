@@ -57,6 +57,11 @@ class UnlearnConfig:
     preserve: tuple[str, ...] | None = _setting("comma list of concepts whose output must not change, e.g. dotted,checkered (not "
                                                 "in the paper; 1.4x-1.9x the time); default: the preset's; 'none' or empty: none", empty=())
     preserve_weight: float | None = _setting("weight of the preservation term; default: the preset's")
+    trajectories: int | None = _setting("trajectories trained on together per iteration, each with its own phrasing and noise "
+                                        "(lower-variance updates; not in the paper); default: the preset's")
+    pool: int | None = _setting("KSCU: draw this many trajectories with the unedited model before training and train every "
+                                "iteration on random ones at the window's steps (not in the paper; 0: walk one trajectory of the "
+                                "model being tuned, as the paper does); default: the preset's")
     adversarial: bool = _setting("robust erasure: learned prompt tokens attack the model during training and are erased too "
                                  "(kscu.adversarial; not in the paper)", False)
 
@@ -81,6 +86,8 @@ class UnlearnConfig:
             preserve=(tuple(p.strip() for p in self.preserve if p.strip()) if self.preserve is not None
                       else domain.default_preserve(self.concept.strip(), kind)),
             preserve_weight=_given(self.preserve_weight, preset.preserve_weight),
+            trajectories=_given(self.trajectories, preset.trajectories),
+            pool=0 if esd else _given(self.pool, preset.pool),
         )
         if not esd:
             try:

@@ -16,6 +16,11 @@ Definitions (erased concept v in label group A, the concept's group; B: every ot
   (None when the prompts name no other group).
 - erase_set_retention[B] = the same for B on the erase set (collateral damage on the erased
   prompts themselves: the stripes should go, the blue square on a light background should stay).
+
+Every share is a count of images, so each carries its per-image outcomes (`hits`): the rows of
+metric_rows get a Wilson interval from them, a before/after change a paired one (kscu.stats), and
+the verdict passes or fails a criterion only when the whole interval is on one side of its bound,
+"undecided: measure on more images" otherwise: 0 of 12 erased images is "0 %, up to 24 %".
 """
 from __future__ import annotations
 
@@ -29,9 +34,11 @@ from kscu.domain import EvalPlan
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step
 from kscu.sampling import Sampler
+from kscu.stats import Drop, Rate, paired_drop, points
 
-DETECTED_BEFORE = 0.9
-"""The base model must show the concept on at least this share of erase-set images."""
+DETECTED_BEFORE = 0.8
+"""The base model must show the concept on at least this share of erase-set images (a check that
+there is something to erase; 0.9 until intervals were required, which 47 of 48 cannot show)."""
 ERASED_AFTER = 0.1
 """After the edit, at most this share may still show it."""
 MAX_RETENTION_DROP = 0.08
@@ -54,28 +61,33 @@ def read_images(judge, plan: EvalPlan, images: np.ndarray) -> Readings:
     return out
 
 
-def _share(read: np.ndarray, asked: Sequence[str]) -> float:
-    return float(np.mean(read == np.array(asked, dtype=object)))
+def _hits(read: np.ndarray, asked: Sequence[str] | str) -> np.ndarray:
+    return read == (np.array(asked, dtype=object) if not isinstance(asked, str) else asked)
 
 
 def concept_metrics(plan: EvalPlan, erase_read: Readings, retain_read: Readings) -> dict:
     """UA, detection rate, IRA, CRA and erase-set retention from the judge's readings and what
     the prompts asked for. Pure arithmetic (no model), so the definitions above can be tested exactly."""
     target, concept = plan.target, plan.concept
-    detection = float(np.mean(erase_read[target] == concept))
     others = [g for g in plan.groups if g != target]
-    cra = {g: _share(retain_read[g], plan.retain.asked[g]) for g in others}
     asked = np.array(plan.retain.asked[target], dtype=object)
+    hits = {"detection_rate": _hits(erase_read[target], concept), "ira": _hits(retain_read[target], asked)}
+    # Per neighbour: an edit often hurts one look-alike neighbour (dots fade with stripes)
+    # while the others keep everything, which the mean alone hides.
+    hits |= {f"ira_by_value/{v}": _hits(retain_read[target][asked == v], v) for v in dict.fromkeys(plan.retain.asked[target])}
+    hits |= {f"cra/{g}": _hits(retain_read[g], plan.retain.asked[g]) for g in others}
+    hits |= {f"erase_set_retention/{g}": _hits(erase_read[g], plan.erase.asked[g]) for g in others}
+    share = {key: float(np.mean(h)) for key, h in hits.items()}
+    cra = {g: share[f"cra/{g}"] for g in others}
     return {
-        "ua": 1.0 - detection,
-        "detection_rate": detection,
-        "ira": _share(retain_read[target], plan.retain.asked[target]),
-        # Per neighbour: an edit often hurts one look-alike neighbour (dots fade with stripes)
-        # while the others keep everything, which the mean alone hides.
-        "ira_by_value": {v: float(np.mean(retain_read[target][asked == v] == v)) for v in dict.fromkeys(plan.retain.asked[target])},
+        "ua": 1.0 - share["detection_rate"],
+        "detection_rate": share["detection_rate"],
+        "ira": share["ira"],
+        "ira_by_value": {key.split("/", 1)[1]: v for key, v in share.items() if key.startswith("ira_by_value/")},
         "cra": cra,
         "cra_mean": float(np.mean(list(cra.values()))) if cra else None,
-        "erase_set_retention": {g: _share(erase_read[g], plan.erase.asked[g]) for g in others},
+        "erase_set_retention": {g: share[f"erase_set_retention/{g}"] for g in others},
+        "hits": {key: h.astype(int).tolist() for key, h in hits.items()},
     }
 
 
@@ -176,48 +188,163 @@ def evaluate_edit(
     )
 
 
-def metric_rows(metrics: dict) -> list[tuple[str, float]]:
+@dataclass(frozen=True)
+class MetricRow:
+    """One named figure of one side, with the per-image outcomes it counts (None where it is not a
+    count of images: the CRA mean, the CLIP score)."""
+
+    name: str
+    value: float
+    outcomes: tuple[bool, ...] | None = None
+
+    @property
+    def rate(self) -> Rate | None:
+        return None if self.outcomes is None else Rate(sum(self.outcomes), len(self.outcomes))
+
+    def change(self, after: "MetricRow") -> Drop | None:
+        """The paired change from this (before) row to the same row after the edit."""
+        if self.outcomes is None or after.outcomes is None:
+            return None
+        return paired_drop(list(self.outcomes), list(after.outcomes))
+
+
+def metric_rows(metrics: dict) -> list[MetricRow]:
     """One side's metrics (``EvalReport.before`` or ``.after``) as named rows in display order,
     shared by the CLI's text table and the UI's table so both say the same things."""
-    rows = [("detection rate (erase set)", metrics["detection_rate"]), ("UA", metrics["ua"]), ("IRA", metrics["ira"])]
-    rows += [(f"IRA {value}", acc) for value, acc in metrics.get("ira_by_value", {}).items()]
-    rows += [(f"CRA {b}", acc) for b, acc in metrics["cra"].items()]
+    hits = metrics.get("hits", {})
+
+    def row(name: str, value: float, key: str | None, inverted: bool = False) -> MetricRow:
+        outcomes = hits.get(key) if key else None
+        return MetricRow(name, value, None if outcomes is None else tuple(bool(h) != inverted for h in outcomes))
+
+    rows = [row("detection rate (erase set)", metrics["detection_rate"], "detection_rate"),
+            row("UA", metrics["ua"], "detection_rate", inverted=True), row("IRA", metrics["ira"], "ira")]
+    rows += [row(f"IRA {value}", acc, f"ira_by_value/{value}") for value, acc in metrics.get("ira_by_value", {}).items()]
+    rows += [row(f"CRA {b}", acc, f"cra/{b}") for b, acc in metrics["cra"].items()]
     if metrics["cra_mean"] is not None:
-        rows.append(("CRA mean", metrics["cra_mean"]))
-    rows += [(f"erase-set {b}", acc) for b, acc in metrics["erase_set_retention"].items()]
+        rows.append(row("CRA mean", metrics["cra_mean"], None))
+    rows += [row(f"erase-set {b}", acc, f"erase_set_retention/{b}") for b, acc in metrics["erase_set_retention"].items()]
     if "clip_score" in metrics:
-        rows.append(("CLIP score (erase set, 0-100)", metrics["clip_score"]))
+        rows.append(row("CLIP score (erase set, 0-100)", metrics["clip_score"], None))
     return rows
 
 
 def format_table(report: EvalReport) -> str:
-    """A plain-text before / after / delta table (before only when there is no edited UNet)."""
+    """A plain-text before / after / delta table (before only when there is no edited UNet), each
+    share with its 95 % interval and each delta with its paired one."""
     header = f"{report.concept} ({report.attribute}, judge: {report.judge}): {report.n_erase} erase / {report.n_retain} retain prompts, "
     header += f"{report.num_steps} steps, guidance {report.guidance:g}, seed {report.seed}, {report.seconds:.0f} s"
     before = metric_rows(report.before)
-    width = max(len(name) for name, _ in before)
+    width = max(len(row.name) for row in before)
     if report.after is None:
-        lines = [f"{'metric':<{width}}  before"] + [f"{name:<{width}}  {b:6.3f}" for name, b in before]
+        lines = [f"{'metric':<{width}}  before  [95% interval]"] + [f"{row.name:<{width}}  {_cell(row)}" for row in before]
     else:
-        after = dict(metric_rows(report.after))
-        lines = [f"{'metric':<{width}}  before   after   delta"]
-        lines += [f"{name:<{width}}  {b:6.3f}  {after[name]:6.3f}  {after[name] - b:+6.3f}" for name, b in before]
+        after = {row.name: row for row in metric_rows(report.after)}
+        lines = [f"{'metric':<{width}}  before  [95% interval]   after  [95% interval]   delta  [95% interval]"]
+        lines += [f"{row.name:<{width}}  {_cell(row)}   {_cell(after[row.name])}   {_delta_cell(row, after[row.name])}" for row in before]
     return "\n".join([header, *lines])
+
+
+def _cell(row: MetricRow) -> str:
+    rate = row.rate
+    bounds = f"[{rate.interval[0]:.3f}, {rate.interval[1]:.3f}]" if rate is not None else " " * 14
+    return f"{row.value:6.3f}  {bounds}"
+
+
+def _delta_cell(before: MetricRow, after: MetricRow) -> str:
+    drop = before.change(after)
+    bounds = f"[{-drop.interval[1]:+.3f}, {-drop.interval[0]:+.3f}]" if drop is not None else ""
+    return f"{after.value - before.value:+6.3f}  {bounds}"
+
+
+MET, MISSED, UNDECIDED = "met", "missed", "undecided"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One acceptance criterion: the figure, its 95 % interval and the bound it is held to. `met`
+    or `missed` only when the whole interval is on one side of the bound, else `undecided`."""
+
+    name: str
+    """detected_before, erased_after, ira_kept or cra_<group>_kept."""
+    outcome: str
+    value: float
+    interval: tuple[float, float]
+    bound: float
+
+    def to_dict(self) -> dict:
+        return {"outcome": self.outcome, "value": round(self.value, 4), "low": round(self.interval[0], 4),
+                "high": round(self.interval[1], 4), "bound": self.bound}
+
+    def describe(self, attribute: str) -> str:
+        """The criterion and what was measured, in words (the CLI and the UI say the same)."""
+        low, high = self.interval
+        if self.name == "detected_before":
+            return f"the unedited model must draw the concept in at least {self.bound:.0%} of the images ({self.value:.0%}, 95 % interval {low:.0%}-{high:.0%})"
+        if self.name == "erased_after":
+            return f"the edited model may draw it in at most {self.bound:.0%} ({self.value:.0%}, 95 % interval {low:.0%}-{high:.0%})"
+        what = f"the other {attribute}s" if self.name == "ira_kept" else self.name.removeprefix("cra_").removesuffix("_kept")
+        return f"{what} may lose at most {self.bound * 100:.0f} points ({points(-self.value)} points, 95 % interval {points(-high)} to {points(-low)})"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The acceptance criteria of one edit: passed when every check is met, failed when one is
+    missed, otherwise undecided (measure on more images)."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def outcome(self) -> str:
+        outcomes = {c.outcome for c in self.checks}
+        return "failed" if MISSED in outcomes else "undecided" if UNDECIDED in outcomes else "passed"
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_dict(self) -> dict:
+        return {"outcome": self.outcome, "passed": self.passed, "checks": {c.name: c.to_dict() for c in self.checks}}
+
+    def summary(self, attribute: str) -> str:
+        """One sentence: passed, failed (which criteria) or undecided (which need more images)."""
+        if self.passed:
+            return "passed: erased, and the rest kept (every criterion holds over its whole 95 % interval)"
+        if self.outcome == "failed":
+            return "failed: " + "; ".join(c.describe(attribute) for c in self.checks if c.outcome == MISSED)
+        return "undecided, measure on more images: " + "; ".join(c.describe(attribute) for c in self.checks if c.outcome == UNDECIDED)
+
+
+def _at_least(name: str, rate: Rate, bound: float) -> Check:
+    low, high = rate.interval
+    return Check(name, MET if low >= bound else MISSED if high < bound else UNDECIDED, rate.value, (low, high), bound)
+
+
+def _at_most(name: str, value: float, interval: tuple[float, float], bound: float) -> Check:
+    low, high = interval
+    return Check(name, MET if high <= bound else MISSED if low > bound else UNDECIDED, value, interval, bound)
 
 
 def verdict(
     report: EvalReport, detected_before: float = DETECTED_BEFORE, erased_after: float = ERASED_AFTER, max_drop: float = MAX_RETENTION_DROP
-) -> dict[str, bool]:
-    """Which acceptance criteria the edit meets: the base showed the concept, the edit removed it,
-    and IRA and every CRA moved by at most max_drop. "passed" is all of them together."""
+) -> Verdict:
+    """Which acceptance criteria the edit meets, judged on 95 % intervals: the base showed the
+    concept (detection at least `detected_before`), the edit removed it (at most `erased_after`),
+    and IRA and every CRA dropped by at most `max_drop` (a paired interval of the drop on the same
+    images; a gain is no cost)."""
     if report.after is None:
         raise ValueError("a verdict compares before and after: evaluate with an edited UNet")
-    before, after = report.before, report.after
-    checks = {
-        "detected_before": before["detection_rate"] >= detected_before,
-        "erased_after": after["detection_rate"] <= erased_after,
-        "ira_kept": abs(after["ira"] - before["ira"]) <= max_drop,
-    }
-    checks.update({f"cra_{b}_kept": abs(after["cra"][b] - acc) <= max_drop for b, acc in before["cra"].items()})
-    checks["passed"] = all(checks.values())
-    return checks
+    before = {row.name: row for row in metric_rows(report.before)}
+    after = {row.name: row for row in metric_rows(report.after)}
+    if before["IRA"].outcomes is None or after["IRA"].outcomes is None:
+        raise ValueError("a verdict needs the per-image outcomes (metrics['hits']): evaluate again with this version")
+    detection_after = after["detection rate (erase set)"].rate
+    checks = [_at_least("detected_before", before["detection rate (erase set)"].rate, detected_before),
+              _at_most("erased_after", detection_after.value, detection_after.interval, erased_after)]
+    for name, check in [("IRA", "ira_kept")] + [(f"CRA {g}", f"cra_{g}_kept") for g in report.before["cra"]]:
+        drop = before[name].change(after[name])
+        checks.append(_at_most(check, drop.value, drop.interval, max_drop))
+    return Verdict(tuple(checks))

@@ -54,6 +54,8 @@ class Preset:
     params: str
     lr: float
     preserve_weight: float = 1.0
+    trajectories: int = 1
+    pool: int = 0
 
 
 PAPER_PRESETS: dict[str, Preset] = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kscu.config import UnlearnConfig
-from kscu.evaluation import EvalReport, EvaluationCancelled, evaluate_edit, verdict
+from kscu.evaluation import EvalReport, EvaluationCancelled, Verdict, evaluate_edit, verdict
 from kscu.grids import comparison_grids
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step, phase, quiet
@@ -42,13 +42,13 @@ class QuickErase:
     grids: dict
     change: ImageChange
     report: EvalReport | None = None
-    verdict: dict[str, bool] | None = None
+    verdict: Verdict | None = None
 
     def to_dict(self) -> dict:
         return {"config": self.result.config.to_dict(), "seconds": self.result.seconds,
                 "sanity": self.result.sanity.to_dict() if self.result.sanity else None, "warnings": self.result.warnings,
                 "grid_prompts": self.grids["prompts"], "seeds": self.grids["seeds"], "image_change": self.change.to_dict(),
-                "report": self.report.to_dict() if self.report else None, "verdict": self.verdict}
+                "report": self.report.to_dict() if self.report else None, "verdict": self.verdict.to_dict() if self.verdict else None}
 
 
 @dataclass
@@ -60,14 +60,14 @@ class Comparison:
     grids: dict[str, dict] = field(default_factory=dict)
     changes: dict[str, ImageChange] = field(default_factory=dict)
     reports: dict[str, EvalReport] = field(default_factory=dict)
-    verdicts: dict[str, dict[str, bool]] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"concept": self.concept, "kind": self.kind, "edits": {label: {
             "grid_prompts": grids["prompts"], "seeds": grids["seeds"], "image_change": self.changes[label].to_dict(),
             "report": self.reports[label].to_dict() if label in self.reports else None,
-            "verdict": self.verdicts.get(label)} for label, grids in self.grids.items()}, "notes": self.notes}
+            "verdict": self.verdicts[label].to_dict() if label in self.verdicts else None} for label, grids in self.grids.items()}, "notes": self.notes}
 
 
 def quick_erase(

@@ -6,6 +6,8 @@ previous trajectory one DDIM step when table[i] = table[i-1] + 1); frozen target
     target_0 = e_0 - lambda1(t) * (e_c - e_0),      lambda1(t) = (1000 - t) * 2e-5
 and loss  L = MSE(eps*(x_k, t, c~), target_c) + lambda2 * MSE(eps*(x_k, t, ""), target_0).
 ESD is the same loop with a uniform table, no trajectory reuse and lambda2 = 0.
+config.trajectories (not in the paper) trains several rows at once, each its own trajectory with
+its own phrasing and noise (kscu.trajectories), the loss their mean.
 Optional (config.preserve, not in the paper): + w * MSE(eps*(y_k, t, p), eps(y_k, t, p)) for a
 prompt p to keep, y_k on its own trajectory sampled like x_k (reused the same way).
 Optional (config.adversarial, not in the paper): + MSE(eps*(x_k, t, c_adv), target_c), c_adv the
@@ -19,7 +21,7 @@ import random
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +30,13 @@ from kscu.adversarial import Adversary
 from kscu.concepts import augment_prompt
 from kscu.config import UnlearnConfig
 from kscu.divergence import DivergenceGuard
+from kscu.domain import ConceptPair
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled
 from kscu.sampling import Sampler, encode_prompts
 from kscu.sanity import SanityReport, sanity_check
+from kscu.trajectories import TrajectoryPool, Trajectories
 from kscu.validation import CheckedConfig, ConfigWarning, check_config
 
 AUGMENT_SHARE = 0.05
@@ -111,7 +115,9 @@ def trainable_names(unet, subset: str) -> list[str]:
 
 
 def lambda1(t: torch.Tensor) -> torch.Tensor:
-    return (1000 - t.float()) * 2e-5
+    """(1000 - t) * 2e-5, shaped to scale a batch of latents when t holds one timestep per row."""
+    weight = (1000 - t.float()) * 2e-5
+    return weight.reshape(-1, 1, 1, 1) if weight.dim() == 1 else weight
 
 
 def targets(e_c: torch.Tensor, e_0: torch.Tensor, e_a: torch.Tensor, t: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,28 +131,43 @@ def kscu_loss(pred_c: torch.Tensor, pred_0: torch.Tensor | None, target_c: torch
     return loss + lambda2 * F.mse_loss(pred_0, target_0) if pred_0 is not None else loss
 
 
-def latent_at(sampler: Sampler, unet, k: int, cond: torch.Tensor, seed: int, previous: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
-    """x_k sampled with `unet` and its number of UNet evaluations.
-
-    Trajectory reuse: when `previous` holds x_{k-1} of the same trajectory, advance it one DDIM
-    step (2 evaluations) instead of sampling from noise again (2k evaluations).
-    """
-    if previous is not None and previous[0] == k - 1:
-        return sampler.step(unet, previous[1], k - 1, cond), 2
-    x = sampler.initial_latents([seed]).float()
-    return sampler.run(unet, x, cond, 0, k), 2 * k
-
-
-def preservation_loss(model: LoadedModel, sampler: Sampler, tuned, k: int, t: torch.Tensor, cond: torch.Tensor, seed: int,
-                      kept: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """MSE between the tuned and the frozen prediction for a prompt to keep, at step k of its own
-    trajectory (reused like the erased prompt's); returns the loss, y_k and the UNet images used."""
+def preservation_loss(model: LoadedModel, tuned, y: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """MSE between the tuned and the frozen prediction for prompts to keep at y (their own
+    trajectories' latents, at per-row timesteps t)."""
     with torch.no_grad(), model.autocast():
-        y, forwards = latent_at(sampler, tuned, k, cond, seed, kept)
         target = model.unet(y.to(model.dtype), t, encoder_hidden_states=cond.to(model.dtype)).sample.float()
     with model.autocast():
         pred = tuned(y, t, encoder_hidden_states=cond).sample.float()
-    return F.mse_loss(pred, target), y, forwards + 2
+    return F.mse_loss(pred, target)
+
+
+def sources(cfg: UnlearnConfig, sampler: Sampler, frozen, table: list[list[int]], rng: random.Random, keep_rng: random.Random,
+            pairs: list[ConceptPair], keep: list[str], embed: Callable[[str], torch.Tensor]) -> tuple:
+    """Where x_k (erased phrasings) and y_k (prompts to keep) come from: KSCU with a pool draws
+    cfg.pool trajectories of each with the unedited model first (kscu.trajectories.TrajectoryPool);
+    otherwise trajectories of the model being tuned, reused (KSCU) or fresh every iteration (ESD)."""
+    seed_base = cfg.seed * 100_003
+    if cfg.method == "kscu" and cfg.pool:
+        first, last = min(min(r) for r in table), max(max(r) for r in table) + 1
+        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), lambda rows: torch.cat([embed(p.prompt) for p in rows]),
+                                seed_base, first, last, rng)
+        kept = TrajectoryPool(sampler, frozen, cfg.pool, lambda: keep_rng.choice(keep), lambda texts: torch.cat([embed(p) for p in texts]),
+                              seed_base + 50_021, first, last, keep_rng) if keep else None
+        return erased, kept
+    fresh = cfg.method == "esd"
+    return (Trajectories(sampler, cfg.trajectories, seed_base, fresh),
+            Trajectories(sampler, cfg.trajectories, seed_base + 50_021, fresh))  # the kept prompts', like the erased ones
+
+
+def row_steps(cfg: UnlearnConfig, iterations: int) -> list[list[int]]:
+    """Per iteration, the step index of each trajectory row. KSCU: every row at the key-step
+    table's step (the rows walk the window together); ESD: independent uniform draws. One row gives
+    the plain tables."""
+    rows = cfg.trajectories
+    if cfg.method == "esd":
+        flat = uniform_table(iterations * rows, cfg.num_steps, cfg.seed)
+        return [flat[i * rows : (i + 1) * rows] for i in range(iterations)]
+    return [[k] * rows for k in key_step_table(iterations, cfg.start_step, cfg.num_steps, cfg.end_step)]
 
 
 def unlearn(
@@ -168,10 +189,7 @@ def unlearn(
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     sampler = Sampler(model, cfg.num_steps, cfg.guidance)
-    if cfg.method == "esd":
-        table = uniform_table(cfg.iterations, cfg.num_steps, cfg.seed)
-    else:
-        table = key_step_table(cfg.iterations, cfg.start_step, cfg.num_steps, cfg.end_step)
+    table = row_steps(cfg, cfg.iterations)
     pairs = model.domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)
     keep = model.domain.preserve_prompts(cfg.preserve, cfg.kind, seed=cfg.seed)
     keep_rng = random.Random(cfg.seed + 1)  # its own stream: without preserve, runs stay as they were
@@ -200,51 +218,48 @@ def unlearn(
     augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
     result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family, warnings=list(checked.warnings))
     start = time.time()
-    previous: tuple[int, torch.Tensor] | None = None
-    pair, trajectory = pairs[0], 0
-    kept: tuple[int, torch.Tensor] | None = None  # the preserved prompt's trajectory, like `previous`
-    keep_prompt = ""
-    empty = embed("")
+    batch = cfg.trajectories
+    erased, kept = sources(cfg, sampler, frozen, table, rng, keep_rng, pairs, keep, embed)
+    if isinstance(erased, TrajectoryPool):
+        result.unet_forwards += erased.forwards + (kept.forwards if keep else 0)
+    empty = embed("").expand(batch, -1, -1)
     adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None
 
-    for i, k in enumerate(table):
+    def prompts_of(rows: Sequence[ConceptPair]) -> torch.Tensor:
+        return torch.cat([embed(pair.prompt) for pair in rows])
+
+    for i, ks in enumerate(table):
         if should_stop is not None and should_stop():
             raise UnlearnCancelled(f"cancelled after {i} of {cfg.iterations} iterations; the base model is unchanged")
-        t = sampler.timesteps[k]
-        continues = cfg.method == "kscu" and previous is not None and previous[0] == k - 1
-        if not continues:
-            pair, previous = rng.choice(pairs), None
-            trajectory += 1
-            if keep:
-                keep_prompt, kept = keep_rng.choice(keep), None
-        c, a = embed(pair.prompt), embed(pair.anchor)
+        t = sampler.timesteps[ks]
+        rows, c, x, forwards = erased.sample(tuned, ks, lambda: rng.choice(pairs), prompts_of)
+        plain = all(pair.anchor == "" for pair in rows)
         with torch.no_grad(), model.autocast():
-            x, forwards = latent_at(sampler, tuned, k, c, cfg.seed * 100_003 + trajectory, previous)
-            previous = (k, x)
-            conds = [c, empty] if pair.anchor == "" else [c, empty, a]
-            eps = frozen(torch.cat([x] * len(conds)).to(model.dtype), t, encoder_hidden_states=torch.cat(conds).to(model.dtype)).sample.float()
-            result.unet_forwards += forwards + len(conds)
-            e_c, e_0 = eps[0:1], eps[1:2]
-            target_c, target_0 = targets(e_c, e_0, e_0 if pair.anchor == "" else eps[2:3], t, cfg.eta)
+            conds = [c, empty] if plain else [c, empty, torch.cat([embed(pair.anchor) for pair in rows])]
+            eps = frozen(torch.cat([x] * len(conds)).to(model.dtype), t.repeat(len(conds)),
+                         encoder_hidden_states=torch.cat(conds).to(model.dtype)).sample.float()
+            result.unet_forwards += forwards + len(eps)
+            e_c, e_0 = eps[:batch], eps[batch : 2 * batch]
+            target_c, target_0 = targets(e_c, e_0, e_0 if plain else eps[2 * batch :], t, cfg.eta)
         c_tilde = c
         if i >= augment_from:
-            c_tilde = embed(augment_prompt(pair.prompt, cfg.concept, rng)) + AUGMENT_NOISE * torch.randn_like(c)
+            c_tilde = torch.cat([embed(augment_prompt(pair.prompt, cfg.concept, rng)) for pair in rows]) + AUGMENT_NOISE * torch.randn_like(c)
         with model.autocast():
             if cfg.lambda2 > 0:
-                pred = tuned(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([c_tilde, empty])).sample.float()
-                loss = kscu_loss(pred[0:1], pred[1:2], target_c, target_0, cfg.lambda2)
+                pred = tuned(torch.cat([x, x]), t.repeat(2), encoder_hidden_states=torch.cat([c_tilde, empty])).sample.float()
+                loss = kscu_loss(pred[:batch], pred[batch:], target_c, target_0, cfg.lambda2)
             else:
                 pred = tuned(x, t, encoder_hidden_states=c_tilde).sample.float()
                 loss = kscu_loss(pred, None, target_c, target_0, 0.0)
             result.unet_forwards += len(pred)
         if adversary is not None:
-            result.unet_forwards += adversary.update(i, tuned, x, t, pair.prompt, e_c) + 1
-            loss = loss + adversary.erase_loss(tuned, x, t, pair.prompt, target_c)
+            prompts = [pair.prompt for pair in rows]
+            result.unet_forwards += adversary.update(i, tuned, x, t, prompts, e_c) + batch
+            loss = loss + adversary.erase_loss(tuned, x, t, prompts, target_c)
         if keep:
-            keep_loss, y, forwards = preservation_loss(model, sampler, tuned, k, t, embed(keep_prompt), cfg.seed * 100_003 + 50_021 + trajectory, kept)
-            kept = (k, y)
-            loss = loss + cfg.preserve_weight * keep_loss
-            result.unet_forwards += forwards
+            _, keep_cond, y, forwards = kept.sample(tuned, ks, lambda: keep_rng.choice(keep), lambda texts: torch.cat([embed(p) for p in texts]))
+            loss = loss + cfg.preserve_weight * preservation_loss(model, tuned, y, t, keep_cond)
+            result.unet_forwards += forwards + 2 * batch
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -253,9 +268,9 @@ def unlearn(
         loss_value = loss.item()
         guard.check(i + 1, loss_value, trained, last=i + 1 == len(table))
         result.losses.append(loss_value)
-        result.steps.append(k)
+        result.steps.append(ks[0])
         if on_progress is not None:
-            on_progress(Progress(i + 1, cfg.iterations, k, loss_value, time.time() - start, tuned))
+            on_progress(Progress(i + 1, cfg.iterations, ks[0], loss_value, time.time() - start, tuned))
 
     result.seconds = time.time() - start
     result.sanity = sanity_check(model, tuned, cfg.concept, cfg.guidance, cfg.seed)

@@ -22,6 +22,8 @@ MAX_LR = 1e-2
 demo model lr 1e-2 changed the trained tensors by 92% of their norm in 40 iterations, lr 0.1 by
 1,000%, and lr 1e3 turned the loss into NaN. The presets use 1e-5 (SD1.x) to 3e-4 (demo)."""
 MAX_ITERATIONS = 100_000
+MAX_TRAJECTORIES = 64
+MAX_POOL = 4096
 MAX_NUM_STEPS = 1000
 """A DDPM model has 1000 training timesteps: a DDIM schedule cannot have more."""
 MAX_GUIDANCE = 50.0
@@ -135,6 +137,8 @@ def validate(config: "UnlearnConfig") -> None:
         if not isinstance(getattr(config, name), bool):
             raise ConfigError(name, f"{getattr(config, name)!r} is not true or false")
     _int(config, "seed", 0, MAX_SEED, optional=False)
+    _int(config, "trajectories", 1, MAX_TRAJECTORIES)
+    _int(config, "pool", 0, MAX_POOL)
     if config.preserve is not None:
         if isinstance(config.preserve, str) or not all(isinstance(p, str) for p in config.preserve):
             raise ConfigError("preserve", f"{config.preserve!r} is not a list of concepts; give e.g. ('dotted', 'checkered'), or () for none")

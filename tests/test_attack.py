@@ -11,17 +11,9 @@ from kscu.attack import AttackCancelled, encode_with_tokens, learned_tokens, red
 from kscu.progress import Cancelled
 from kscu.rephrase import RULES, rephrase
 from kscu.sampling import encode_prompts
-from kscu.stats import Rate, wilson
 from test_cli import run_cli
 
 TINY = AttackBudget(prompts=4, steps=2, references=2, batch=2, num_steps=2)
-
-
-def test_wilson_interval_is_wide_on_few_images_and_contains_the_rate():
-    assert wilson(0, 24)[0] == 0.0 and 0.13 < wilson(0, 24)[1] < 0.15, "0 of 24 is '0 %, up to 14 %'"
-    low, high = wilson(12, 48)
-    assert low < 0.25 < high and high - low == pytest.approx(0.24, abs=0.02)
-    assert str(Rate(3, 4)).startswith("75% [") and Rate(0, 0).interval == (0.0, 1.0)
 
 
 def test_rephrasings_avoid_the_trained_and_tested_phrasings(micro_demo):

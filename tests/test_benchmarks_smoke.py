@@ -3,6 +3,7 @@ what they claim: the scorer matches evaluate_edit, the cost model matches the tr
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -16,7 +17,7 @@ from kscu.config import UnlearnConfig  # noqa: E402
 from kscu.evaluation import evaluate_edit  # noqa: E402
 from kscu.trainer import unlearn  # noqa: E402
 
-DEMO_SCRIPTS = ["kscu_vs_esd", "window_ablation", "influence_cost", "end_to_end", "preset_sweep", "soak", "safety_checks", "red_team"]
+DEMO_SCRIPTS = ["kscu_vs_esd", "window_ablation", "influence_cost", "end_to_end", "preset_sweep", "soak", "safety_checks", "red_team", "retention"]
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -56,6 +57,14 @@ def test_cost_model_matches_the_trainer(micro_demo, method, start):
         assert cost.sampling == [6, 2, 2, 2, 2, 6, 2, 2, 2] and cost.predictions == 2
     else:
         assert cost.sampling == [2 * k for k in result.steps] and cost.predictions == 1
+
+
+def test_cost_model_counts_trajectory_rows_pools_and_kept_prompts(micro_demo):
+    config = UnlearnConfig("striped", kind="style", iterations=7, num_steps=6, start_step=3, trajectories=3, preserve=("dotted",))
+    result = unlearn(micro_demo, config)
+    checked_forwards(result, micro_demo.domain)  # raises when the cost model and the trainer disagree
+    for variant in (replace(config, method="esd"), replace(config, pool=5), replace(config, pool=3, preserve=())):
+        checked_forwards(unlearn(micro_demo, variant), micro_demo.domain)
 
 
 def test_first_crossing_interpolates_and_says_when_never():

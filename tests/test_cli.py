@@ -90,7 +90,9 @@ def test_quick_erase_compare_and_generic_evaluate_on_a_micro_model(micro_demo_di
     assert quick.returncode == 0, quick.stderr
     payload = json.loads(quick.stdout)
     assert payload["config"]["kind"] == "object", "the kind is the domain's guess, not the style preset"
-    assert payload["report"]["after"] and set(payload["verdict"]) >= {"passed", "erased_after"}
+    assert payload["report"]["after"] and payload["verdict"]["outcome"] in ("passed", "failed", "undecided")
+    assert set(payload["verdict"]["checks"]) >= {"detected_before", "erased_after", "ira_kept"}
+    assert set(payload["verdict"]["checks"]["erased_after"]) >= {"value", "low", "high", "bound"}
     assert payload["image_change"]["neighbour_ssim"] is not None and (tmp_path / "quick.png").exists()
 
     esd = run_cli("unlearn", "--model", model, "--concept", "star", "--method", "esd", "--iterations", "2", "--out", str(tmp_path / "esd"))

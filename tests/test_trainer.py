@@ -1,13 +1,17 @@
 """The trainer: formulas on hand-made tensors, trajectory reuse, determinism, cancellation."""
 import copy
+import dataclasses
+import random
 
 import pytest
 import torch
 
 from kscu.config import UnlearnConfig
+from kscu.demo.domain import DemoDomain
 from kscu.domain import build_domain
 from kscu.sampling import Sampler, encode_prompts
-from kscu.trainer import UnlearnCancelled, kscu_loss, lambda1, latent_at, targets, trainable_names, unlearn
+from kscu.trainer import UnlearnCancelled, kscu_loss, lambda1, row_steps, targets, trainable_names, unlearn
+from kscu.trajectories import TrajectoryPool, Trajectories
 
 
 def test_targets_match_the_formulas():
@@ -30,14 +34,53 @@ def test_loss_adds_the_anchoring_term_weighted_by_lambda2():
 
 def test_trajectory_reuse_gives_the_same_latent_as_sampling_from_scratch(micro_demo):
     sampler = Sampler(micro_demo, num_steps=10, guidance=3.0)
-    cond = encode_prompts(micro_demo, ["a striped red star on a dark background"])
+    cond = encode_prompts(micro_demo, ["a striped red star on a dark background", "a dotted blue circle on a light background"])
     unet = micro_demo.unet
-    with torch.no_grad():
-        x3, cost3 = latent_at(sampler, unet, 3, cond, seed=7, previous=None)
-        x4_reused, cost4 = latent_at(sampler, unet, 4, cond, seed=7, previous=(3, x3))
-        x4_scratch, cost_scratch = latent_at(sampler, unet, 4, cond, seed=7, previous=None)
-    assert torch.allclose(x4_reused, x4_scratch, atol=1e-6)
-    assert (cost3, cost4, cost_scratch) == (6, 2, 8)
+    reused, scratch = Trajectories(sampler, 2, seed_base=7), Trajectories(sampler, 2, seed_base=7)
+    x3, cost3 = reused.advance(unet, [3, 3], cond, [True, True])
+    assert reused.continues(0, 4) and reused.continues(1, 4) and not reused.continues(0, 5)
+    x4_reused, cost4 = reused.advance(unet, [4, 4], cond, [False, False])
+    x4_scratch, cost_scratch = scratch.advance(unet, [4, 4], cond, [True, True])
+    assert torch.allclose(x4_reused, x4_scratch, atol=1e-5)
+    assert (cost3, cost4, cost_scratch) == (12, 4, 16)
+    esd = Trajectories(sampler, 2, seed_base=7)
+    _, cost = esd.advance(unet, [2, 5], cond, [True, True])  # ESD: every row from new noise at its own step
+    assert cost == 4 + 10 and esd.started == 2
+    with pytest.raises(ValueError, match="one step"):
+        esd.advance(unet, [3, 6], cond, [False, False])
+
+
+def test_a_pool_holds_the_unedited_models_trajectories_at_the_window_steps(micro_demo):
+    sampler = Sampler(micro_demo, num_steps=10, guidance=3.0)
+    prompts = ["a striped red star on a dark background", "a dotted blue circle on a light background"]
+    chosen = iter(prompts)
+    pool = TrajectoryPool(sampler, micro_demo.unet, 2, lambda: next(chosen), lambda texts: encode_prompts(micro_demo, list(texts)),
+                          seed_base=7, first=4, last=10, rng=random.Random(0))
+    assert pool.latents.shape[:2] == (2, 6) and pool.forwards == 2 * 9 * 2
+    walked = Trajectories(sampler, 1, seed_base=7 + 1)  # the pool's second entry has seed 7 + 2
+    x6, _ = walked.advance(micro_demo.unet, [6], encode_prompts(micro_demo, prompts[1:]), [True])
+    assert torch.allclose(pool.latents[1, 6 - 4], x6[0], atol=1e-5)
+    items, cond, x, cost = pool.sample(micro_demo.unet, [5, 5, 9], lambda: None, lambda texts: encode_prompts(micro_demo, list(texts)))
+    assert len(items) == 3 and set(items) <= set(prompts) and x.shape[0] == 3 and cost == 0, "drawn up front: nothing to sample"
+
+
+def test_a_pool_run_is_deterministic_leaves_the_base_alone_and_differs_from_walking_one_trajectory(micro_demo):
+    base = copy.deepcopy(micro_demo.unet.state_dict())
+    config = UnlearnConfig("striped", kind="style", iterations=8, num_steps=10, start_step=5, lr=1e-3, pool=6, preserve=("dotted",))
+    first, second = unlearn(micro_demo, config), unlearn(micro_demo, config)
+    assert first.losses == second.losses and all(torch.equal(first.params[n], second.params[n]) for n in first.params)
+    assert all(torch.equal(v, base[k]) for k, v in micro_demo.unet.state_dict().items())
+    walked = unlearn(micro_demo, dataclasses.replace(config, pool=0))
+    assert walked.losses != first.losses
+    assert unlearn(micro_demo, dataclasses.replace(config, method="esd", iterations=2)).config.pool == 0, "ESD has no pool"
+
+
+def test_trajectory_rows_walk_the_window_together_and_esd_rows_draw_their_own_steps():
+    domain = DemoDomain()
+    steps = row_steps(UnlearnConfig("striped", iterations=5, start_step=6, num_steps=10, end_step=10, trajectories=2).resolve(domain), 5)
+    assert steps == [[6, 6], [7, 7], [8, 8], [9, 9], [6, 6]]
+    esd = row_steps(UnlearnConfig("striped", method="esd", iterations=50, num_steps=10, trajectories=2).resolve(domain), 50)
+    assert any(a != b for a, b in esd) and all(0 <= k < 10 for row in esd for k in row)
 
 
 def test_parameter_subsets():

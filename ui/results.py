@@ -9,9 +9,10 @@ import pandas as pd
 from PIL import Image
 
 from kscu.domain import Domain
-from kscu.evaluation import DETECTED_BEFORE, ERASED_AFTER, MAX_RETENTION_DROP, EvalReport, metric_rows, verdict
+from kscu.evaluation import MISSED, UNDECIDED, EvalReport, MetricRow, metric_rows, verdict
 from kscu.grids import MIN_CELL, blur, image_grid
 from kscu.retention import ImageChange
+from kscu.stats import points
 from kscu.sanity import SanityReport
 
 BLUR_SHARE = 1 / 12
@@ -92,52 +93,46 @@ def _percent(value: float) -> str:
 def metrics_table(reports: dict[str, EvalReport]) -> pd.DataFrame:
     """Rows = metrics; columns = before, then after and change for each labelled report (e.g.
     "KSCU", "ESD"). All reports score the base model on the same prompts and seeds. Shares are
-    percentages; the CLIP score (0-100, when the judge gives one) is a number."""
+    percentages with their 95 % interval, changes points with their paired interval; the CLIP score
+    (0-100, when the judge gives one) is a number."""
     if not reports:
         return pd.DataFrame()
     first = next(iter(reports.values()))
     before = metric_rows(first.before)
-    table = {"metric": [name for name, _ in before], "before": [_value(name, v) for name, v in before]}
+    table = {"metric": [row.name for row in before], "before": [_value(row) for row in before]}
     for label, report in reports.items():
-        after = dict(metric_rows(report.after))
-        table[f"after ({label})"] = [_value(name, after[name]) for name, _ in before]
-        table[f"change ({label})"] = [_change(name, after[name] - b) for name, b in before]
+        after = {row.name: row for row in metric_rows(report.after)}
+        table[f"after ({label})"] = [_value(after[row.name]) for row in before]
+        table[f"change ({label})"] = [_change(row, after[row.name]) for row in before]
     return pd.DataFrame(table)
 
 
-def _is_score(name: str) -> bool:
-    return name.startswith("CLIP score")
+def _value(row: MetricRow) -> str:
+    if row.name.startswith("CLIP score"):
+        return f"{row.value:.1f}"
+    rate = row.rate
+    return _percent(row.value) if rate is None else f"{row.value:.0%} [{rate.interval[0] * 100:.0f}–{rate.interval[1] * 100:.0f}]"
 
 
-def _value(name: str, value: float) -> str:
-    return f"{value:.1f}" if _is_score(name) else _percent(value)
-
-
-def _change(name: str, delta: float) -> str:
-    return f"{delta:+.1f}" if _is_score(name) else f"{delta * 100:+.0f} pts"
-
-
-def _criterion(name: str, attribute: str) -> str:
-    """evaluation.verdict's check names in words."""
-    if name == "detected_before":
-        return f"the unedited model must draw the concept in at least {DETECTED_BEFORE:.0%} of the images"
-    if name == "erased_after":
-        return f"the edited model may draw it in at most {ERASED_AFTER:.0%}"
-    kept = f"may change by at most {MAX_RETENTION_DROP * 100:.0f} points"
-    if name == "ira_kept":
-        return f"the other {attribute}s {kept}"
-    return f"{name.removeprefix('cra_').removesuffix('_kept')} {kept}"
+def _change(before: MetricRow, after: MetricRow) -> str:
+    delta = after.value - before.value
+    if before.name.startswith("CLIP score"):
+        return f"{delta:+.1f}"
+    drop = before.change(after)
+    return f"{points(delta)} pts" if drop is None else str(drop)
 
 
 def reading(report: EvalReport, label: str = "") -> str:
     """A few plain sentences: how often the concept was drawn before and after, what was kept,
-    and whether the workbench's acceptance criteria are met."""
+    and whether the workbench's acceptance criteria are met, undecided included (kscu.evaluation.verdict)."""
     b, a = report.before, report.after
     checks = verdict(report)
     who = f"**{label}:** " if label else ""
-    mark = "✅ meets" if checks["passed"] else "⚠️ does not meet"
-    failed = [_criterion(name, report.attribute) for name, ok in checks.items() if not ok and name != "passed"]
-    why = f" (not met: {'; '.join(failed)})" if failed else ""
+    mark = {"passed": "✅ Meets the acceptance criteria", "failed": "⚠️ Does not meet the acceptance criteria",
+            "undecided": "❔ Undecided: measure on more images (the Compare tab's larger sets)"}[checks.outcome]
+    shown = MISSED if checks.outcome == "failed" else UNDECIDED
+    open_checks = [c.describe(report.attribute) for c in checks.checks if c.outcome == shown]
+    why = f" ({'; '.join(open_checks)})" if open_checks else ""
     context = ""
     if b["cra"]:
         context = (f"; {', '.join(b['cra'])}: {_percent(np.mean(list(b['cra'].values())))} → "
@@ -145,7 +140,7 @@ def reading(report: EvalReport, label: str = "") -> str:
     return (
         f"{who}The model drew *{report.concept}* in {_percent(b['detection_rate'])} of {report.n_erase} test images before "
         f"the edit and in {_percent(a['detection_rate'])} after it. Other {report.attribute}s stayed correct in "
-        f"{_percent(b['ira'])} → {_percent(a['ira'])} of their images{context}. {mark} the acceptance criteria{why}."
+        f"{_percent(b['ira'])} → {_percent(a['ira'])} of their images{context}. {mark}{why}."
     )
 
 

@@ -29,8 +29,9 @@ PREVIEW_SEEDS = (0, 1)
 
 
 def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, method: str, num_steps: float) -> tuple:
-    """Iterations, learning rate, parameters, window, anchor and concepts to keep from the preset
-    (what None resolves to; the demo style preset maps a style to 'plain' and keeps its look-alikes)."""
+    """Iterations, learning rate, parameters, window, anchor, concepts to keep and trajectories per
+    iteration from the preset (what None resolves to; the demo style preset maps a style to 'plain'
+    and keeps its look-alikes)."""
     domain = domain_of(state)
     num_steps = int(num_steps)
     kind = kind or (DEFAULT_KIND if DEFAULT_KIND in domain.kinds else domain.kinds[0])
@@ -39,14 +40,14 @@ def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, 
     return (cfg.iterations, cfg.lr, cfg.params,
             gr.Slider(value=cfg.start_step, maximum=num_steps - 1, interactive=kscu),
             gr.Slider(value=cfg.end_step, maximum=num_steps, interactive=kscu),
-            cfg.anchor, ", ".join(cfg.preserve))
+            cfg.anchor, ", ".join(cfg.preserve), cfg.trajectories)
 
 
 def on_concept(state: WorkbenchState, concept: str | None, method: str, num_steps: float) -> tuple:
     """A concept whose kind the model knows sets that kind and its preset; other text changes nothing."""
     kind = kind_of(concept or "", domain_of(state))
     if kind is None:
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     return (kind, *preset_fields(state, concept, kind, method, num_steps))
 
 
@@ -165,6 +166,8 @@ def build(state: WorkbenchState) -> dict:
                                   info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time). "
                                        "The demo style preset keeps the look-alike styles; empty: none.")
                 with gr.Row():
+                    trajectories = gr.Number(initial.trajectories, precision=0, label="Trajectories per iteration",
+                                             info="Each with its own phrasing and noise: steadier updates, more time per iteration (not in the paper).")
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
                 robust = gr.Checkbox(False, label="Robust erasure (adversarial, slower)",
@@ -190,13 +193,13 @@ def build(state: WorkbenchState) -> dict:
         record = gr.JSON(label="Current run")
     timer = PollTimer(POLL_SECONDS, active=False)
 
-    preset_outputs = [iterations, lr, params, start_step, end_step, anchor, keep]
+    preset_outputs = [iterations, lr, params, start_step, end_step, anchor, keep, trajectories]
     concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")
     for trigger in (kind.input, method.input, num_steps.release):
         trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")
     settings = {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "lr": lr, "params": params,
                 "anchor": anchor, "preserve": keep, "seed": seed, "num_steps": num_steps, "start_step": start_step, "end_step": end_step,
-                "previews": previews, "adversarial": robust}
+                "previews": previews, "adversarial": robust, "trajectories": trajectories}
     run.click(friendly(partial(start, state, list(settings))), list(settings.values()), [progress, timer], api_name="start_unlearning", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
     outputs = [progress, loss, preview_heading, gallery, summary, record, timer]
