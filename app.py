@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick-iterations", type=int, default=_int_env("KSCU_QUICK_ITERATIONS"),
                         help="iterations of Quick erase (default: the preset; smaller only for fast tests and demos)")
     parser.add_argument("--quick-eval", type=int, default=_int_env("KSCU_QUICK_EVAL"),
-                        help="test prompts per metric set in Quick erase (default 48; smaller only for fast tests)")
+                        help="test prompts per metric set in Quick erase (default: a full evaluation's 100 + 120; smaller only for fast tests)")
     return parser.parse_args(argv)
 
 

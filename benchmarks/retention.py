@@ -8,7 +8,7 @@ change is paired: UA carries its Wilson 95 % interval and every retention drop (
 Newcombe's paired one (kscu.stats). A cell meets the goal when UA >= 0.95 and IRA and every CRA
 lose at most 5 points (point estimates, as the goal is stated; the intervals are in the table).
 Each cell also gets the workbench's verdict (passed / failed / undecided from the intervals, 8-point
-bound) on the full sets and on Quick erase's smaller ones (--quick-eval), to see whether they agree.
+bound) on the full sets and on smaller ones (--quick-eval), to see whether they agree.
 
 Resumable: every finished cell is appended to <out>/retention_cells.jsonl and not run again (delete
 the file, or use a new --out, after changing the code).
@@ -28,7 +28,6 @@ import numpy as np
 from _common import BenchParser, figure, format_table, kind_of, load_demo, save_figure, score, write_results
 from kscu.config import UnlearnConfig
 from kscu.evaluation import EvalReport, verdict
-from kscu.recipes import QUICK_EVAL_PROMPTS
 from kscu.stats import Rate, paired_drop
 from kscu.trainer import unlearn
 
@@ -109,7 +108,7 @@ def main() -> None:
     parser = BenchParser(__doc__)
     parser.add_argument("--setting", action="append", default=None, help="NAME:field=value:... (repeat; default: preset:)")
     parser.experiment_options(concepts="striped,star,red", seeds="0,1,2")
-    parser.option("--quick-eval", QUICK_EVAL_PROMPTS, 4, "erase and retain prompts of a second, Quick-erase-sized verdict (0: none)", int)
+    parser.option("--quick-eval", 48, 4, "erase and retain prompts of a second, smaller verdict (48: Quick erase's earlier sizes; 0: none)", int)
     args = parser.parse()
     settings = [setting(s) for s in (args.setting or ["preset:"])]
     model = load_demo(args)

@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 from kscu.attack_config import ATTACKS, budget_fields  # noqa: E402  (no torch: --help stays fast)
+from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS  # noqa: E402
 
 if TYPE_CHECKING:
     from kscu.evaluation import Verdict
@@ -72,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--concept", default=None, help="default: the edit's concept")
     evaluate.add_argument("--kind", default=None, help="default: the edit's kind, else " + KIND_HELP)
     _add_neighbours_arg(evaluate)
-    evaluate.add_argument("--n-erase", type=_positive_int, default=100)
-    evaluate.add_argument("--n-retain", type=_positive_int, default=120)
+    evaluate.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS)
+    evaluate.add_argument("--n-retain", type=_positive_int, default=RETAIN_PROMPTS)
     evaluate.add_argument("--steps", type=_positive_int, default=25)
     evaluate.add_argument("--guidance", type=float, default=3.0)
     evaluate.add_argument("--seed", type=int, default=1234)
@@ -85,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--kind", default=None, help=KIND_HELP)
     quick.add_argument("--iterations", type=_positive_int, default=None, help="default: the preset's")
     quick.add_argument("--adversarial", action="store_true", help=_field_help("adversarial"))
-    quick.add_argument("--n-erase", type=_positive_int, default=48, help="test prompts that name the concept")
-    quick.add_argument("--n-retain", type=_positive_int, default=48, help="test prompts of its neighbours")
+    quick.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS, help="test prompts that name the concept")
+    quick.add_argument("--n-retain", type=_positive_int, default=RETAIN_PROMPTS, help="test prompts of its neighbours")
     quick.add_argument("--out", type=Path, default=None, help="save the edit here too (folder or .safetensors)")
     quick.add_argument("--force", action="store_true", help="replace an existing edit at --out")
     quick.add_argument("--grid", type=Path, default=None, help="save the before/after grids here (PNG)")
@@ -97,8 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_neighbours_arg(compare)
     compare.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds (grid columns)")
     compare.add_argument("--no-measure", action="store_true", help="grids and image change only, no UA / IRA / CRA")
-    compare.add_argument("--n-erase", type=_positive_int, default=100)
-    compare.add_argument("--n-retain", type=_positive_int, default=120)
+    compare.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS)
+    compare.add_argument("--n-retain", type=_positive_int, default=RETAIN_PROMPTS)
     compare.add_argument("--grid", type=Path, default=None, help="save every edit's before/after grids here (PNG)")
 
     attack = commands.add_parser("attack", help="red team: try to bring an erased concept back; attack success rate before and after")

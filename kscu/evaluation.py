@@ -34,7 +34,7 @@ from kscu.domain import EvalPlan
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step
 from kscu.sampling import Sampler
-from kscu.stats import Drop, Rate, paired_drop, points
+from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS, Drop, Rate, paired_drop, points
 
 DETECTED_BEFORE = 0.8
 """The base model must show the concept on at least this share of erase-set images (a check that
@@ -125,8 +125,8 @@ def evaluate_edit(
     model: LoadedModel,
     edited_unet,
     concept: str,
-    n_erase: int = 100,
-    n_retain: int = 120,
+    n_erase: int = ERASE_PROMPTS,
+    n_retain: int = RETAIN_PROMPTS,
     num_steps: int = 25,
     guidance: float = 3.0,
     seed: int = 1234,

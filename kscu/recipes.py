@@ -22,12 +22,9 @@ from kscu.grids import comparison_grids
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step, phase, quiet
 from kscu.retention import ImageChange, grid_change
+from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import Progress, UnlearnResult, unlearn
 from kscu.validation import check_config
-
-QUICK_EVAL_PROMPTS = 48
-"""Quick erase's test prompts per set: fewer than a full evaluation's 100 + 120 so one click ends
-in about a minute on a CPU."""
 
 
 class EditKept(Cancelled):
@@ -77,8 +74,8 @@ def quick_erase(
     *,
     iterations: int | None = None,
     adversarial: bool = False,
-    n_erase: int = QUICK_EVAL_PROMPTS,
-    n_retain: int = QUICK_EVAL_PROMPTS,
+    n_erase: int = ERASE_PROMPTS,
+    n_retain: int = RETAIN_PROMPTS,
     on_progress: ProgressFn = quiet,
     on_iteration: Callable[[Progress], None] | None = None,
     on_trained: Callable[[UnlearnResult], None] | None = None,
@@ -141,8 +138,8 @@ def compare(
     seeds: Sequence[int] = (0, 1, 2, 3),
     *,
     measure: bool = True,
-    n_erase: int = 100,
-    n_retain: int = 120,
+    n_erase: int = ERASE_PROMPTS,
+    n_retain: int = RETAIN_PROMPTS,
     on_progress: ProgressFn = quiet,
     should_stop: Callable[[], bool] = lambda: False,
     apply: Callable[[UnlearnResult], object] | None = None,

@@ -142,17 +142,16 @@ def preservation_loss(model: LoadedModel, tuned, y: torch.Tensor, t: torch.Tenso
 
 
 def sources(cfg: UnlearnConfig, sampler: Sampler, frozen, table: list[list[int]], rng: random.Random, keep_rng: random.Random,
-            pairs: list[ConceptPair], keep: list[str], embed: Callable[[str], torch.Tensor]) -> tuple:
+            pairs: list[ConceptPair], keep: list[str], prompts_of: Callable, texts_of: Callable) -> tuple:
     """Where x_k (erased phrasings) and y_k (prompts to keep) come from: KSCU with a pool draws
     cfg.pool trajectories of each with the unedited model first (kscu.trajectories.TrajectoryPool);
     otherwise trajectories of the model being tuned, reused (KSCU) or fresh every iteration (ESD)."""
     seed_base = cfg.seed * 100_003
     if cfg.method == "kscu" and cfg.pool:
         first, last = min(min(r) for r in table), max(max(r) for r in table) + 1
-        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), lambda rows: torch.cat([embed(p.prompt) for p in rows]),
-                                seed_base, first, last, rng)
-        kept = TrajectoryPool(sampler, frozen, cfg.pool, lambda: keep_rng.choice(keep), lambda texts: torch.cat([embed(p) for p in texts]),
-                              seed_base + 50_021, first, last, keep_rng) if keep else None
+        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), prompts_of, seed_base, first, last, rng)
+        kept = TrajectoryPool(sampler, frozen, cfg.pool, lambda: keep_rng.choice(keep), texts_of, seed_base + 50_021, first, last,
+                              keep_rng) if keep else None
         return erased, kept
     fresh = cfg.method == "esd"
     return (Trajectories(sampler, cfg.trajectories, seed_base, fresh),
@@ -219,14 +218,18 @@ def unlearn(
     result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family, warnings=list(checked.warnings))
     start = time.time()
     batch = cfg.trajectories
-    erased, kept = sources(cfg, sampler, frozen, table, rng, keep_rng, pairs, keep, embed)
-    if isinstance(erased, TrajectoryPool):
-        result.unet_forwards += erased.forwards + (kept.forwards if keep else 0)
-    empty = embed("").expand(batch, -1, -1)
-    adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None
 
     def prompts_of(rows: Sequence[ConceptPair]) -> torch.Tensor:
         return torch.cat([embed(pair.prompt) for pair in rows])
+
+    def texts_of(texts: Sequence[str]) -> torch.Tensor:
+        return torch.cat([embed(text) for text in texts])
+
+    erased, kept = sources(cfg, sampler, frozen, table, rng, keep_rng, pairs, keep, prompts_of, texts_of)
+    if isinstance(erased, TrajectoryPool):  # drawn up front (not cancellable: seconds on the demo model)
+        result.unet_forwards += erased.forwards + (kept.forwards if keep else 0)
+    empty = embed("").expand(batch, -1, -1)
+    adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None
 
     for i, ks in enumerate(table):
         if should_stop is not None and should_stop():
@@ -257,7 +260,7 @@ def unlearn(
             result.unet_forwards += adversary.update(i, tuned, x, t, prompts, e_c) + batch
             loss = loss + adversary.erase_loss(tuned, x, t, prompts, target_c)
         if keep:
-            _, keep_cond, y, forwards = kept.sample(tuned, ks, lambda: keep_rng.choice(keep), lambda texts: torch.cat([embed(p) for p in texts]))
+            _, keep_cond, y, forwards = kept.sample(tuned, ks, lambda: keep_rng.choice(keep), texts_of)
             loss = loss + cfg.preserve_weight * preservation_loss(model, tuned, y, t, keep_cond)
             result.unet_forwards += forwards + 2 * batch
         optimizer.zero_grad(set_to_none=True)

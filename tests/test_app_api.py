@@ -297,8 +297,8 @@ def test_unlearn_tab_fills_the_style_presets_anchor_and_kept_styles():
 
     from ui.unlearn_tab import preset_fields
 
-    iterations, lr, params, _start, _end, anchor, keep, trajectories = preset_fields(SimpleNamespace(model=None), "striped", "style", "kscu", 50)
-    assert (iterations, lr, params, anchor, keep) == (200, 1.5e-4, "xattn", "plain", "dotted, checkered") and trajectories >= 1
+    iterations, lr, params, _start, _end, anchor, keep, trajectories, pool = preset_fields(SimpleNamespace(model=None), "striped", "style", "kscu", 50)
+    assert (iterations, lr, params, anchor, keep, trajectories, pool.value) == (200, 1.5e-4, "xattn", "plain", "dotted, checkered", 1, 64)
     assert preset_fields(SimpleNamespace(model=None), "star", "object", "kscu", 50)[5:7] == ("", "")
 
 

@@ -5,13 +5,14 @@ The example of the README, run as a user would:
     python -m kscu unlearn --concept striped --kind style --out runs/striped
     python -m kscu evaluate --edit runs/striped --json
 
-Thresholds: the issue's. Detection >= 0.90 before and <= 0.10 after, IRA and every CRA within 8
-points. Measured on the shipped model (16,300 UNet steps; style preset: lr 1.5e-4, 200 iterations,
-"striped" mapped to "plain", the look-alike styles dotted and checkered kept at weight 6; README,
-"Erase 'striped' end to end"): striped detected in 96% of the held-out "striped" images before, 1%
-after; IRA 1.000 -> 0.942, CRA moved by at most 0.8 points. This is training seed 0 (the CLI
-default); seeds 1 and 2 erased as well (1%, 0%) but lost 9.2 and 11.7 points of IRA, so the
-retention bound holds for this seed, not for every seed.
+Thresholds: detection >= 0.90 before and <= 0.10 after; IRA and every CRA within 5 points (the
+retention goal for every seed), and the workbench's own verdict "passed", which needs each of those
+to hold over its whole 95 % interval (8-point bound). Measured on the shipped model with the style
+preset (lr 1.5e-4, 200 iterations, "striped" mapped to "plain", dotted and checkered kept at weight
+6, a pool of 64 trajectories of the unedited model), training seed 0 (the CLI default): striped
+detected in 96% of the held-out images before, 1% after; IRA 1.000 -> 0.983 (seeds 1 and 2 alike:
+docs/results.md, "Retention levers"). Walking one trajectory instead (the paper's reuse, the
+previous preset) lost 5.8 points on this seed and 9.2 / 11.7 on the others.
 """
 import json
 
@@ -21,10 +22,10 @@ from test_cli import run_cli
 
 pytestmark = pytest.mark.slow  # trains the full preset and evaluates 220 prompts twice
 
-MAX_CRA_CHANGE = 0.08
-"""Each CRA may move by at most this much (the issue's criterion)."""
-MAX_IRA_DROP = 0.08
-"""IRA may fall by at most this much (the issue's criterion; measured: 0.058)."""
+MAX_CRA_CHANGE = 0.05
+"""Each CRA may move by at most this much (the retention goal)."""
+MAX_IRA_DROP = 0.05
+"""IRA may fall by at most this much (the retention goal; measured: 0.017)."""
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +52,8 @@ def test_other_styles_and_attributes_survive(striped_report):
     assert after["ira"] >= before["ira"] - MAX_IRA_DROP
     for attribute, accuracy in before["cra"].items():
         assert abs(after["cra"][attribute] - accuracy) <= MAX_CRA_CHANGE, attribute
+
+
+def test_the_verdict_passes_on_the_whole_intervals(striped_report):
+    checks = striped_report["verdict"]
+    assert checks["outcome"] == "passed", {name: c["outcome"] for name, c in checks["checks"].items()}

@@ -10,6 +10,7 @@ import gradio as gr
 from kscu.jobs import Job
 from kscu.models import LoadedModel
 from kscu.recipes import Comparison, compare
+from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 from ui.common import (POLL_SECONDS, PollTimer, cancel_job, domain_of, edit_choices, friendly, image_panel, kept_edits, progress_html,
                        timer_state)
@@ -125,8 +126,8 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column(scale=2):
             measure = gr.Checkbox(True, label="Measure UA / IRA / CRA (needs a judge)",
                                   info="With the model's judge; about 0.1–0.2 s per test image on a CPU for the demo model.")
-            n_erase = gr.Slider(10, 400, value=100, step=2, label="Concept prompts", info="Test images that name the erased concept.")
-            n_retain = gr.Slider(12, 480, value=120, step=12, label="Other prompts", info="Test images of the neighbours (retention).")
+            n_erase = gr.Slider(10, 400, value=ERASE_PROMPTS, step=2, label="Concept prompts", info="Test images that name the erased concept.")
+            n_retain = gr.Slider(12, 480, value=RETAIN_PROMPTS, step=12, label="Other prompts", info="Test images of the neighbours (retention).")
             unblur = gr.Checkbox(False, label="Show unblurred", info="Nudity-kind images of real models are blurred by default.")
     with gr.Row():
         run = gr.Button("Compare", variant="primary")

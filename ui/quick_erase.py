@@ -76,7 +76,7 @@ def status(state: WorkbenchState) -> tuple:
     text.append(change_sentence(out.change))
     if report is not None:
         text.append(reading(report))
-        text.append(f"Measured by {report.judge} on {report.n_erase} + {report.n_retain} prompts; the Compare tab measures on more.")
+        text.append(f"Measured by {report.judge} on {report.n_erase} + {report.n_retain} prompts; the Compare tab can measure on more.")
     else:
         text.append(unscored_note(domain_of(state), cfg.concept, cfg.kind))
     if blurred:

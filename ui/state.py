@@ -22,6 +22,7 @@ from kscu.config import UnlearnConfig
 from kscu.influence import InfluenceReport
 from kscu.jobs import Job, JobRunner
 from kscu.models import LoadedModel
+from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 
 METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD"}
@@ -38,12 +39,12 @@ def edit_key(config: UnlearnConfig) -> str:
 class QuickSettings:
     """What Quick erase runs besides the preset. iterations None = the preset's count; a smaller
     count (app flag --quick-iterations / KSCU_QUICK_ITERATIONS) exists for fast tests and demos.
-    n_erase/n_retain: prompts per metric set, fewer than the library default so one click
-    finishes in about two minutes on a CPU (--quick-eval / KSCU_QUICK_EVAL sets both)."""
+    n_erase/n_retain: prompts per metric set, a full evaluation's (kscu.stats.ERASE_PROMPTS: fewer
+    leave the verdict undecided); --quick-eval / KSCU_QUICK_EVAL sets both, for fast tests."""
 
     iterations: int | None = None
-    n_erase: int = 48
-    n_retain: int = 48
+    n_erase: int = ERASE_PROMPTS
+    n_retain: int = RETAIN_PROMPTS
 
 
 @dataclass

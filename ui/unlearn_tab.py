@@ -29,8 +29,8 @@ PREVIEW_SEEDS = (0, 1)
 
 
 def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, method: str, num_steps: float) -> tuple:
-    """Iterations, learning rate, parameters, window, anchor, concepts to keep and trajectories per
-    iteration from the preset (what None resolves to; the demo style preset maps a style to 'plain'
+    """Iterations, learning rate, parameters, window, anchor, concepts to keep, trajectories per
+    iteration and the trajectory pool from the preset (what None resolves to; the demo style preset maps a style to 'plain'
     and keeps its look-alikes)."""
     domain = domain_of(state)
     num_steps = int(num_steps)
@@ -40,14 +40,14 @@ def preset_fields(state: WorkbenchState, concept: str | None, kind: str | None, 
     return (cfg.iterations, cfg.lr, cfg.params,
             gr.Slider(value=cfg.start_step, maximum=num_steps - 1, interactive=kscu),
             gr.Slider(value=cfg.end_step, maximum=num_steps, interactive=kscu),
-            cfg.anchor, ", ".join(cfg.preserve), cfg.trajectories)
+            cfg.anchor, ", ".join(cfg.preserve), cfg.trajectories, gr.Number(value=cfg.pool, interactive=kscu))
 
 
 def on_concept(state: WorkbenchState, concept: str | None, method: str, num_steps: float) -> tuple:
     """A concept whose kind the model knows sets that kind and its preset; other text changes nothing."""
     kind = kind_of(concept or "", domain_of(state))
     if kind is None:
-        return (gr.skip(),) * 9
+        return (gr.skip(),) * 10
     return (kind, *preset_fields(state, concept, kind, method, num_steps))
 
 
@@ -168,6 +168,9 @@ def build(state: WorkbenchState) -> dict:
                 with gr.Row():
                     trajectories = gr.Number(initial.trajectories, precision=0, label="Trajectories per iteration",
                                              info="Each with its own phrasing and noise: steadier updates, more time per iteration (not in the paper).")
+                    pool = gr.Number(initial.pool, precision=0, label="Trajectory pool (KSCU)",
+                                     info="Trajectories the unedited model draws first; each iteration trains on random ones. 0: walk one, as the paper does.")
+                with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
                 robust = gr.Checkbox(False, label="Robust erasure (adversarial, slower)",
@@ -193,13 +196,13 @@ def build(state: WorkbenchState) -> dict:
         record = gr.JSON(label="Current run")
     timer = PollTimer(POLL_SECONDS, active=False)
 
-    preset_outputs = [iterations, lr, params, start_step, end_step, anchor, keep, trajectories]
+    preset_outputs = [iterations, lr, params, start_step, end_step, anchor, keep, trajectories, pool]
     concept.change(partial(on_concept, state), [concept, method, num_steps], [kind, *preset_outputs], api_visibility="private")
     for trigger in (kind.input, method.input, num_steps.release):
         trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")
     settings = {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "lr": lr, "params": params,
                 "anchor": anchor, "preserve": keep, "seed": seed, "num_steps": num_steps, "start_step": start_step, "end_step": end_step,
-                "previews": previews, "adversarial": robust, "trajectories": trajectories}
+                "previews": previews, "adversarial": robust, "trajectories": trajectories, "pool": pool}
     run.click(friendly(partial(start, state, list(settings))), list(settings.values()), [progress, timer], api_name="start_unlearning", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
     outputs = [progress, loss, preview_heading, gallery, summary, record, timer]

@@ -26,7 +26,7 @@ from kscu.keysteps import Preset
 PRESETS: dict[str, Preset] = {
     "nudity": Preset(250, 14, "xattn", 3e-4),
     "object": Preset(250, 14, "xattn", 3e-4),
-    "style": Preset(200, 24, "xattn", 1.5e-4, preserve_weight=6.0),
+    "style": Preset(200, 24, "xattn", 1.5e-4, preserve_weight=6.0, pool=64),
     "instance": Preset(150, 40, "xattn", 3e-4),
     "colour": Preset(250, 24, "xattn", 3e-4),
     "background": Preset(250, 14, "xattn", 3e-4),
@@ -35,7 +35,10 @@ PRESETS: dict[str, Preset] = {
 iterations; windows follow the paper. The style preset was tuned on "striped" (docs/results.md,
 "Preset tuning"): without a preservation term every update that removed stripes faded dots and
 checks too, so it keeps the look-alike styles (weight 6), and it maps the style to the same scene
-drawn plain, which erases at a lower learning rate; the other kinds keep lr 3e-4 / 250, untuned."""
+drawn plain, which erases at a lower learning rate. Walking one trajectory per ~26 iterations (the
+paper's reuse) it still cost the other styles 6-12 points by training seed; it trains on a pool of
+64 trajectories of the unedited model (kscu.trajectories), which kept them within 2 points on
+every seed (docs/results.md, "Retention levers"). The other kinds keep lr 3e-4 / 250, untuned."""
 ESD_ITERATIONS = 250
 
 _BASE_SCENE = {"shape": "square", "colour": "blue", "style": "plain", "background": "light"}
