@@ -68,7 +68,7 @@ def main() -> None:
     write_results(
         args, name,
         {"model": model.source, "model_hash": model.model_hash, "device": str(model.device),
-         "phases": phases, "config": cfg.to_dict(), "unet_forwards": result.unet_forwards, "report": report.to_dict(), "verdict": checks},
+         "phases": phases, "config": cfg.to_dict(), "unet_forwards": result.unet_forwards, "report": report.to_dict(), "verdict": checks.to_dict()},
         {"phases": phases, "erase_target_met": met, "ua": report.after["ua"], "ira": report.after["ira"],
          "cra_mean": report.after["cra_mean"], "verdict": checks.outcome},
     )

@@ -98,7 +98,7 @@ def plot(cells: list[dict], settings: list[str], concepts: list[str], args) -> N
             ax.errorbar(x, y, yerr=err, fmt="o", color=f"C{i}", label=name, capsize=2)
         ax.axhline(-MAX_DROP * 100, color="grey", ls=":", lw=1)
         ax.axvline(UA_GOAL, color="grey", ls=":", lw=1)
-        ax.set(xlabel="UA", ylabel="worst retention change (points, 95 % paired interval)", title=concept)
+        ax.set(xlabel="UA", ylabel="worst change, points (95 % paired)", title=concept)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_figure(fig, args, "retention")

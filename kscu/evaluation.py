@@ -17,7 +17,8 @@ Definitions (erased concept v in label group A, the concept's group; B: every ot
 - erase_set_retention[B] = the same for B on the erase set (collateral damage on the erased
   prompts themselves: the stripes should go, the blue square on a light background should stay).
 
-Every share is a count of images, so each carries its per-image outcomes (`hits`): the rows of
+Every share is a count of images, so each carries its per-image outcomes (`hits`: 0/1 per image,
+keyed detection_rate, ira, ira_by_value/<value>, cra/<group>, erase_set_retention/<group>): the rows of
 metric_rows get a Wilson interval from them, a before/after change a paired one (kscu.stats), and
 the verdict passes or fails a criterion only when the whole interval is on one side of its bound,
 "undecided: measure on more images" otherwise: 0 of 12 erased images is "0 %, up to 24 %".

@@ -128,8 +128,9 @@ def reading(report: EvalReport, label: str = "") -> str:
     b, a = report.before, report.after
     checks = verdict(report)
     who = f"**{label}:** " if label else ""
-    mark = {"passed": "✅ Meets the acceptance criteria", "failed": "⚠️ Does not meet the acceptance criteria",
-            "undecided": "❔ Undecided: measure on more images (the Compare tab's larger sets)"}[checks.outcome]
+    # words, not emoji: headless and minimal systems lack an emoji font
+    mark = {"passed": "**Passed:** it meets the acceptance criteria", "failed": "**Failed:** it does not meet the acceptance criteria",
+            "undecided": "**Undecided:** measure on more images (the Compare tab's larger sets)"}[checks.outcome]
     shown = MISSED if checks.outcome == "failed" else UNDECIDED
     open_checks = [c.describe(report.attribute) for c in checks.checks if c.outcome == shown]
     why = f" ({'; '.join(open_checks)})" if open_checks else ""
