@@ -23,7 +23,9 @@ demo model lr 1e-2 changed the trained tensors by 92% of their norm in 40 iterat
 1,000%, and lr 1e3 turned the loss into NaN. The presets use 1e-5 (SD1.x) to 3e-4 (demo)."""
 MAX_ITERATIONS = 100_000
 MAX_TRAJECTORIES = 64
-MAX_POOL = 4096
+"""Rows per iteration: each is a UNet batch row in every call of an iteration."""
+MAX_POOL = 1024
+"""Pool trajectories: kept in memory at every window step (SD1.4: a 4x64x64 float32 latent, 64 KB, per step each)."""
 MAX_NUM_STEPS = 1000
 """A DDPM model has 1000 training timesteps: a DDIM schedule cannot have more."""
 MAX_GUIDANCE = 50.0
