@@ -27,8 +27,7 @@ import numpy as np
 
 from _common import BenchParser, figure, format_table, kind_of, load_demo, save_figure, score, write_results
 from kscu.config import UnlearnConfig
-from kscu.evaluation import EvalReport, verdict
-from kscu.stats import Rate, paired_drop
+from kscu.evaluation import EvalReport, metric_rows, verdict
 from kscu.trainer import unlearn
 
 UA_GOAL = 0.95
@@ -71,10 +70,10 @@ def cell(model, name: str, concept: str, seed: int, fields: dict, base: dict, ar
     edited = result.apply(model)
     after = score(model, edited, concept, args.n_erase, args.n_retain, args.eval_steps)
     quick = score(model, edited, concept, args.quick_eval, args.quick_eval, args.eval_steps) if args.quick_eval else None
-    drops = {"ira": paired_drop(base["hits"]["ira"], after["hits"]["ira"])}
-    drops |= {f"cra {g}": paired_drop(base["hits"][f"cra/{g}"], after["hits"][f"cra/{g}"]) for g in base["cra"]}
+    before_rows, after_rows = ({row.name: row for row in metric_rows(m)} for m in (base, after))
+    drops = {name.lower(): before_rows[name].change(after_rows[name]) for name in ["IRA"] + [f"CRA {g}" for g in base["cra"]]}
     worst = max(drops, key=lambda k: drops[k].value)
-    ua = Rate(after["hits"]["detection_rate"].count(0), len(after["hits"]["detection_rate"]))
+    ua = after_rows["UA"].rate
     return {
         "setting": name, "concept": concept, "seed": seed, "config": cfg.to_dict(), "seconds": result.seconds,
         "unet_forwards": result.unet_forwards, "ua": ua.to_dict(), "drops": {k: d.to_dict() for k, d in drops.items()},
