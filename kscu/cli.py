@@ -9,6 +9,9 @@
     python -m kscu evaluate  --edit runs/striped --family sd1 --judge assets/shape-clip --neighbours plain,dotted,checkered,outlined
     python -m kscu attack    --edit runs/striped --attack embedding --json
     python -m kscu export    --edit runs/striped --out runs/striped-pipeline
+    python -m kscu export    --edit runs/striped --single-file runs/striped.safetensors
+    python -m kscu export    --edit runs/striped --lora --rank 4 --out runs/striped-lora
+    python -m kscu evaluate  --edit their-esd-edit.safetensors --concept striped   (LoRAs and UNet tensors made elsewhere)
     python -m kscu generate  --prompt "a striped red star on a dark background" --edit runs/striped --out star.png
 
 --model defaults to the embedded demo model; it also takes a diffusers folder, a single SD1.x
@@ -30,6 +33,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 from kscu.attack_config import ATTACKS, budget_fields  # noqa: E402  (no torch: --help stays fast)
+from kscu.export_formats import DEFAULT_RANK, LAYOUTS  # noqa: E402
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS  # noqa: E402
 
 if TYPE_CHECKING:
@@ -69,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="UA / IRA / CRA of an edit next to the unedited model (demo model)")
     _add_model_args(evaluate)
-    evaluate.add_argument("--edit", type=Path, default=None, help="edit folder or .safetensors (default: only the base model)")
-    evaluate.add_argument("--concept", default=None, help="default: the edit's concept")
+    evaluate.add_argument("--edit", type=Path, default=None, help="edit folder or .safetensors, a LoRA, or a file of UNet tensors made "
+                          "elsewhere (default: only the base model)")
+    evaluate.add_argument("--concept", default=None, help="default: the edit's concept (needed for an edit made outside the workbench)")
     evaluate.add_argument("--kind", default=None, help="default: the edit's kind, else " + KIND_HELP)
     _add_neighbours_arg(evaluate)
     evaluate.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS)
@@ -95,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="several edits of one concept against the unedited model, same seeds")
     _add_model_args(compare)
     compare.add_argument("--edit", type=Path, action="append", required=True, help="an edit folder or file (repeat for several)")
+    _add_foreign_concept_arg(compare)
     _add_neighbours_arg(compare)
     compare.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds (grid columns)")
     compare.add_argument("--no-measure", action="store_true", help="grids and image change only, no UA / IRA / CRA")
@@ -105,22 +111,34 @@ def _parser() -> argparse.ArgumentParser:
     attack = commands.add_parser("attack", help="red team: try to bring an erased concept back; attack success rate before and after")
     _add_model_args(attack)
     attack.add_argument("--edit", type=Path, action="append", required=True, help="an edit folder or file (repeat for several)")
+    _add_foreign_concept_arg(attack)
     attack.add_argument("--attack", choices=ATTACKS, default="embedding",
                         help="embedding: learned prompt tokens (white box); rephrase: other wordings; soft: a free offset on the conditioning (upper bound)")
     for name, default, text in budget_fields():  # the budget's fields; checked by AttackBudget.check
         attack.add_argument(f"--{name}", type=type(default), default=default, help=f"{text} (default {default})")
     attack.add_argument("--grid", type=Path, default=None, help="save plain and attacked images per model here (PNG)")
 
-    export = commands.add_parser("export", help="write a full diffusers pipeline folder with the edit applied")
+    export = commands.add_parser("export", help="the edited model as a diffusers folder, one SD1.x checkpoint file, or a LoRA")
     _add_model_args(export)
     export.add_argument("--edit", type=Path, required=True)
-    export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--force", action="store_true", help="replace an earlier export at --out")
+    _add_foreign_concept_arg(export)
+    export.add_argument("--out", type=Path, default=None,
+                        help="the diffusers pipeline folder; with --lora a folder (both layouts) or a .safetensors file")
+    form = export.add_mutually_exclusive_group()
+    form.add_argument("--single-file", type=Path, default=None, metavar="FILE.safetensors",
+                      help="one original-layout SD1.x checkpoint (A1111, ComfyUI, diffusers' from_single_file) instead of a folder")
+    form.add_argument("--lora", action="store_true", help="a low-rank approximation of the edit as a LoRA (diffusers/peft and kohya layouts)")
+    export.add_argument("--rank", type=_positive_int, default=None, help=f"LoRA rank (default {DEFAULT_RANK})")
+    export.add_argument("--layout", choices=(*LAYOUTS, "both"), default="both",
+                        help="LoRA layout: diffusers (load_lora_weights), kohya (A1111, ComfyUI) or both (a folder --out)")
+    export.add_argument("--half", action="store_true", help="store the single file in float16 (half the size)")
+    export.add_argument("--force", action="store_true", help="replace an earlier export at the output path")
 
     generate = commands.add_parser("generate", help="images for a prompt, with or without an edit")
     _add_model_args(generate)
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--edit", type=Path, default=None)
+    _add_foreign_concept_arg(generate)
     generate.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds")
     generate.add_argument("--steps", type=_positive_int, default=25)
     generate.add_argument("--guidance", type=float, default=3.0)
@@ -157,6 +175,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                             help=meta["help"] + shown)
 
 
+def _add_foreign_concept_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concept", default=None, help="what an edit made outside the workbench erased (a LoRA or a file of UNet "
+                        "tensors says nothing about it); ignored for the workbench's own edits")
+
+
 def _add_neighbours_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neighbours", default=None, help="comma list of concepts that must survive (default: the domain's, "
                         "e.g. the other styles)")
@@ -187,9 +210,10 @@ def _edited_unet(args, model):
     """The edit named by --edit applied to a copy of the model's UNet (None without --edit)."""
     if args.edit is None:
         return None, None
-    from kscu.export import check_compatible, load_edit
+    from kscu.export import check_compatible
+    from kscu.importing import open_edit
 
-    edit = load_edit(args.edit)
+    edit = open_edit(args.edit, model, getattr(args, "concept", None), getattr(args, "kind", None))
     warning = check_compatible(edit, model)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -359,12 +383,13 @@ def cmd_quick_erase(args) -> int:
 
 def cmd_compare(args) -> int:
     from kscu.evaluation import format_table
-    from kscu.export import check_compatible, load_edit
+    from kscu.export import check_compatible
+    from kscu.importing import open_edit
     from kscu.recipes import compare
 
-    edits = {str(path): load_edit(path) for path in args.edit}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     model = _load(args)
+    edits = {str(path): open_edit(path, model, args.concept) for path in args.edit}
     for label, edit in edits.items():
         warning = check_compatible(edit, model)
         if warning:
@@ -395,7 +420,7 @@ def cmd_attack(args) -> int:
     budget = AttackBudget(**{name: getattr(args, name) for name, _, _ in budget_fields()})
     budget.check()  # before the model loads
     model = _load(args)
-    edits = {str(path): _edited_unet(argparse.Namespace(edit=path), model) for path in args.edit}
+    edits = {str(path): _edited_unet(argparse.Namespace(edit=path, concept=args.concept), model) for path in args.edit}
     concepts = {edit.config.concept for edit, _ in edits.values()}
     if len(concepts) > 1:
         raise ValueError(f"the edits erase different concepts ({', '.join(sorted(concepts))}): attack one concept at a time")
@@ -420,11 +445,33 @@ def cmd_attack(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from kscu.export import export_pipeline, load_edit
+    import torch
 
+    from kscu.export import export_pipeline, export_single_file
+    from kscu.importing import open_edit
+    from kscu.lora import low_rank, save_lora
+
+    if args.single_file is None and args.out is None:
+        raise ValueError("give --out (a pipeline folder, or with --lora the LoRA's folder or file) or --single-file FILE.safetensors")
+    if (args.rank is not None or args.layout != "both") and not args.lora:
+        raise ValueError("--rank and --layout belong to a LoRA export: add --lora")
     model = _load(args)
-    path = export_pipeline(model, load_edit(args.edit), args.out, overwrite=args.force)
-    _print(args, {"pipeline": str(path)}, f"diffusers pipeline with the edit written to {path}")
+    edit = open_edit(args.edit, model, args.concept)
+    if args.single_file is not None:
+        path = export_single_file(model, edit, args.single_file, overwrite=args.force, dtype=torch.float16 if args.half else None)
+        _print(args, {"single_file": str(path)}, f"SD1.x checkpoint with the edit written to {path}")
+    elif args.lora:
+        lora = low_rank(edit, model, args.rank or DEFAULT_RANK)
+        layouts = LAYOUTS if args.layout == "both" else (args.layout,)
+        if args.out.suffix == ".safetensors" and len(layouts) > 1:
+            raise ValueError("--out is one file: choose --layout diffusers or kohya, or give a folder for both")
+        paths = {layout: str(save_lora(lora, args.out, layout, overwrite=args.force)) for layout in layouts}
+        notes = [lora.dropped_message()] if lora.dropped else []
+        _print(args, {"lora": paths, "rank": lora.rank, "bytes": lora.file_bytes(), "notes": notes},
+               "\n".join([f"rank-{lora.rank} LoRA ({layout}) written to {path}" for layout, path in paths.items()] + notes))
+    else:
+        path = export_pipeline(model, edit, args.out, overwrite=args.force)
+        _print(args, {"pipeline": str(path)}, f"diffusers pipeline with the edit written to {path}")
     return 0
 
 

@@ -5,7 +5,8 @@ SD1 UNet), stored as one .safetensors file whose metadata says what was erased, 
 base model (hash included), so it can be shared, re-applied and repeated. Nothing here unpickles:
 a file from someone else can only hold tensors and strings.
 For tools that expect a whole model, `export_pipeline` writes a standard diffusers folder with the
-edited UNet.
+edited UNet and `export_single_file` one original-layout SD1.x checkpoint (A1111, ComfyUI); LoRA
+files are kscu.lora's.
 
 Tensor names are the diffusers UNet2DConditionModel parameter names. Every write is atomic (a
 temporary file or folder, then a rename), so an interrupted save never leaves half a file.
@@ -36,6 +37,7 @@ import kscu
 from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
 from kscu.sanity import SanityReport
+from kscu.sd_configs import to_ldm_state_dict
 from kscu.trainer import UnlearnResult
 
 FORMAT = "kscu-edit"
@@ -101,7 +103,7 @@ def _metadata(provenance: dict) -> dict[str, str]:
     return meta
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """write(tmp) next to `path`, then rename over it: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -181,6 +183,22 @@ def check_edit_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
     return file
 
 
+def check_new_file(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check a path for one exported .safetensors file (a LoRA, a single-file checkpoint) before any
+    work: it must end in .safetensors, not be a folder, and not exist unless overwrite=True."""
+    path = Path(out).expanduser()
+    if path.suffix != ".safetensors":
+        raise OutputError(f"{path}: give a file name ending in .safetensors")
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name ending in .safetensors")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; choose a new path, or replace it on purpose "
+                          "(--force on the command line, overwrite=True in Python)")
+    _check_writable(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save an edit; returns the .safetensors file written.
 
@@ -194,8 +212,8 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = F
     provenance = _provenance(result)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in result.params.items()}
     if file != out:
-        _atomic_write(out / RUN_FILE, lambda tmp: tmp.write_text(json.dumps({"edit": EDIT_FILE, **provenance}, indent=2)))
-    _atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=_metadata(provenance)))
+        write_atomically(out / RUN_FILE, lambda tmp: tmp.write_text(json.dumps({"edit": EDIT_FILE, **provenance}, indent=2)))
+    write_atomically(file, lambda tmp: save_file(tensors, str(tmp), metadata=_metadata(provenance)))
     return file
 
 
@@ -331,3 +349,18 @@ def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def export_single_file(model: LoadedModel, result: UnlearnResult, out: str | os.PathLike, overwrite: bool = False,
+                       dtype: torch.dtype | None = None) -> Path:
+    """Write the edited model as one original-layout SD1.x .safetensors checkpoint (LDM key names:
+    what A1111 and ComfyUI load, and `StableDiffusionPipeline.from_single_file` with the model's
+    configs), with the edit's provenance in its metadata. dtype None keeps the model's; float16
+    halves the file. Atomic; an existing file is replaced only with overwrite=True."""
+    path = check_new_file(out, overwrite)
+    warning = check_compatible(result, model)
+    pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)}, requires_safety_checker=False)
+    provenance = {**_provenance(result), "applied_to": {"model": model.source, "model_hash": model.model_hash, "warning": warning}}
+    tensors = to_ldm_state_dict(pipe, dtype=dtype)
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "kscu_edit": json.dumps(provenance)}))
+    return path

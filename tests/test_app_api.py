@@ -26,7 +26,7 @@ POLL_LIMIT_SECONDS = HANG_GUARD_SECONDS
 ENDPOINTS = {
     "/quick_erase", "/quick_erase_status", "/cancel_quick_erase", "/load_model", "/analyze", "/analysis_status", "/cancel_analysis",
     "/key_steps", "/start_unlearning", "/unlearn_status", "/cancel_unlearning", "/compare", "/compare_status", "/cancel_compare",
-    "/export_edit", "/export_pipeline", "/load_edit", "/red_team", "/red_team_status", "/cancel_red_team", "/try_to_break",
+    "/export_edit", "/export_lora", "/export_checkpoint", "/export_pipeline", "/load_edit", "/red_team", "/red_team_status", "/cancel_red_team", "/try_to_break",
 }
 
 
@@ -179,9 +179,18 @@ def test_export_and_load_back_an_edit(client):
     assert Path(path).name == "kscu-striped-kscu.safetensors" and Path(path).stat().st_size > 0
     assert metadata["concept"] == "striped" and metadata["config"]["iterations"] == ITERATIONS
 
-    details, message = client.predict(handle_file(path), api_name="/load_edit")
+    details, message = client.predict(handle_file(path), "", api_name="/load_edit")
     assert message.startswith("Loaded a KSCU edit of *striped*")
     assert details["base_hash"] == metadata["base_hash"]
+
+    lora, note = client.predict("kscu", 2, "kohya", api_name="/export_lora")
+    assert Path(lora).name == "kscu-striped-kscu-lora-r2-kohya.safetensors" and note.startswith("Rank-2 LoRA (kohya layout)")
+    details, message = client.predict(handle_file(lora), "", api_name="/load_edit")  # our LoRA names its concept
+    assert message.startswith("Loaded an imported edit of *striped*") and details["method"] == "imported"
+    with pytest.raises(AppError, match="rank: 999 is not possible for this edit; choose a whole number from 1 to"):
+        client.predict("kscu", 999, "kohya", api_name="/export_lora")
+    checkpoint = value_of(client.predict("kscu", api_name="/export_checkpoint"))
+    assert Path(checkpoint).name == "kscu-striped-kscu-model.safetensors" and Path(checkpoint).stat().st_size > 1_000_000
 
 
 def test_quick_erase_runs_the_preset_path_in_one_call(client):
@@ -221,7 +230,7 @@ def test_a_bad_upload_is_named_by_its_file_name_not_the_servers_path(client, tmp
     junk = tmp_path / "my-edit.safetensors"
     junk.write_bytes(b"this is not a safetensors file")
     with pytest.raises(AppError) as error:
-        client.predict(handle_file(str(junk)), api_name="/load_edit")
+        client.predict(handle_file(str(junk)), "", api_name="/load_edit")
     text = str(error.value)
     assert "my-edit.safetensors is not a valid .safetensors file" in text
     assert tempfile.gettempdir() not in text and "gradio" not in text

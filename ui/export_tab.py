@@ -1,5 +1,6 @@
-"""Export tab: download the edit (.safetensors with its metadata), optionally the whole edited
-model as a zipped diffusers folder, and load an earlier edit back as the current one."""
+"""Export tab: download the edit (.safetensors with its metadata), a LoRA of it, the whole edited
+model as one SD1.x checkpoint file or a zipped diffusers folder; load an earlier edit, or one made
+elsewhere (a LoRA, a file of UNet tensors), as the current one."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from kscu.export import check_compatible, edit_stem, export_pipeline, load_edit, save_edit
+from kscu.export import check_compatible, edit_stem, export_pipeline, export_single_file, save_edit
+from kscu.export_formats import DEFAULT_RANK, LAYOUTS
+from kscu.importing import open_edit
+from kscu.lora import low_rank, save_lora
 from kscu.trainer import UnlearnResult
 from ui.common import edit_choices, friendly
 from ui.state import METHOD_NAMES, WorkbenchState, edit_key
@@ -72,18 +76,42 @@ def save_pipeline(state: WorkbenchState, method: str | None) -> gr.File:
     return gr.File(value=state.run_now("export the edited model", work), visible=True)
 
 
-def load(state: WorkbenchState, upload: str | None) -> tuple[dict, str]:
-    """Load an edit file as the current edit of its method; warns if made on other weights."""
+def save_lora_file(state: WorkbenchState, method: str | None, rank: int | None, layout: str) -> tuple[str, str]:
+    """The edit's rank-r LoRA as one .safetensors file; returns (path to download, what it holds)."""
+    model, result = state.require_model(), state.result(method)
+    if rank is None:
+        raise ValueError(f"LoRA rank: give a whole number, e.g. {DEFAULT_RANK}.")
+    lora = low_rank(result, model, int(rank))
+    path = save_lora(lora, _fresh_dir(state) / f"{edit_stem(result)}-lora-r{lora.rank}-{layout}.safetensors", layout)
+    note = f" {lora.dropped_message().capitalize()}." if lora.dropped else ""
+    return str(path), f"Rank-{lora.rank} LoRA ({layout} layout), {lora.file_bytes() / 2 / 1024:.0f} KiB of float16 weights.{note}"
+
+
+def save_checkpoint(state: WorkbenchState, method: str | None) -> gr.File:
+    """The edited model as one original-layout SD1.x .safetensors (waits for no job to run)."""
+    model, result = state.require_model(), state.result(method)
+
+    def work() -> str:
+        return str(export_single_file(model, result, _fresh_dir(state) / f"{edit_stem(result)}-model.safetensors"))
+
+    return gr.File(value=state.run_now("export the edited model", work), visible=True)
+
+
+def load(state: WorkbenchState, upload: str | None, concept: str = "") -> tuple[dict, str]:
+    """Load an edit file (ours, a LoRA, or UNet tensors made elsewhere) as the current edit of its
+    method; warns if made on other weights."""
     model = state.require_model()
     if not upload:
         raise ValueError("Choose an edit file (.safetensors) first.")
-    result = load_edit(upload)
+    result = open_edit(upload, model, concept or None)
     warning = check_compatible(result, model)
     if warning:
         gr.Warning(warning)
     state.keep_result(result)
     name = METHOD_NAMES[edit_key(result.config)]
-    return metadata(result), f"Loaded a {name} edit of *{result.config.concept}*: it is now the current edit for Compare and Export."
+    article = "an" if name[0] in "aeiou" else "a"
+    return metadata(result), (f"Loaded {article} {name} edit of *{result.config.concept}*: it is now the current edit for Compare, "
+                              "Red team and Export.")
 
 
 def build(state: WorkbenchState) -> dict:
@@ -91,8 +119,8 @@ def build(state: WorkbenchState) -> dict:
         "### Take the edit with you\n"
         "An edit is small: only the weights unlearning changed, in one `.safetensors` file whose metadata records what "
         "was erased, how, and on which base model (by hash). Apply it to the same base model with "
-        "`python -m kscu generate --edit FILE`, or load it back here. The full model export is a standard diffusers "
-        "folder that any Stable Diffusion tool can open."
+        "`python -m kscu generate --edit FILE`, or load it back here. For other tools: a LoRA of the edit, or the whole "
+        "edited model as one checkpoint file or a diffusers folder."
     )
     with gr.Row():
         with gr.Column():
@@ -100,15 +128,31 @@ def build(state: WorkbenchState) -> dict:
             method = gr.Radio(edit_choices(state), label="Edit to export", info="The most recent edit is selected.")
             with gr.Row():
                 save_button = gr.Button("Save edit file", variant="primary")
-                pipeline_button = gr.Button("Export the full edited model (zip)")
             edit_file = gr.File(label="Edit (.safetensors)", interactive=False, elem_id="export-edit-file")
-            gr.Markdown("The full export writes the whole model: about 45 MB for the demo model, 2–4 GB for SD1.x.",
+            gr.Markdown("#### As a LoRA (A1111, ComfyUI, diffusers)")
+            with gr.Row():
+                rank = gr.Number(DEFAULT_RANK, label="LoRA rank", minimum=1, precision=0,
+                                 info=f"Each changed layer as a rank-r product; {DEFAULT_RANK} keeps the demo style edit's UA and IRA within 2 points.")
+                layout = gr.Radio(list(LAYOUTS), value="kohya", label="Layout",
+                                  info="kohya: A1111 and ComfyUI; diffusers: pipe.load_lora_weights")
+            lora_button = gr.Button("Save as LoRA")
+            lora_file = gr.File(label="LoRA (.safetensors)", interactive=False)
+            lora_note = gr.Markdown(elem_classes="kscu-note")
+            gr.Markdown("#### The whole edited model")
+            with gr.Row():
+                checkpoint_button = gr.Button("One checkpoint file (.safetensors)")
+                pipeline_button = gr.Button("Diffusers folder (zip)")
+            gr.Markdown("The checkpoint file is the original SD1.x layout that A1111 and ComfyUI load; the folder is what "
+                        "diffusers' from_pretrained loads. Either is the whole model: about 45 MB for the demo model, 2–4 GB for SD1.x.",
                         elem_classes="kscu-note")
             status = gr.Markdown(min_height=48)  # shows the export's spinner, or a badge if it failed
+            checkpoint_file = gr.File(label="Edited model (one .safetensors)", interactive=False, visible=False)
             pipeline_file = gr.File(label="Edited model (diffusers folder, zip)", interactive=False, visible=False)
         with gr.Column():
-            gr.Markdown("#### Load an earlier edit")
+            gr.Markdown("#### Load an earlier edit, or one made elsewhere")
             upload = gr.File(label="Edit file", file_types=[".safetensors"], type="filepath")
+            concept = gr.Textbox(label="Concept it erased", placeholder="e.g. striped",
+                                 info="Needed for a LoRA or a file of UNet tensors made outside the workbench; ours say it themselves.")
             load_button = gr.Button("Load this edit")
             message = gr.Markdown(label="Message", show_label=False)
             details = gr.JSON(label="Edit metadata")
@@ -116,5 +160,9 @@ def build(state: WorkbenchState) -> dict:
     save_button.click(friendly(partial(save, state)), method, [edit_file, details], api_name="export_edit", show_progress="hidden")
     pipeline_button.click(friendly(partial(save_pipeline, state)), method, pipeline_file, api_name="export_pipeline",
                           show_progress_on=[status], concurrency_id="heavy")
-    load_button.click(friendly(partial(load, state)), upload, [details, message], api_name="load_edit", show_progress="hidden")
+    lora_button.click(friendly(partial(save_lora_file, state)), [method, rank, layout], [lora_file, lora_note], api_name="export_lora",
+                      show_progress="hidden")
+    checkpoint_button.click(friendly(partial(save_checkpoint, state)), method, checkpoint_file, api_name="export_checkpoint",
+                            show_progress_on=[status], concurrency_id="heavy")
+    load_button.click(friendly(partial(load, state)), [upload, concept], [details, message], api_name="load_edit", show_progress="hidden")
     return {"method": method, "refresh_choices": (partial(available, state), method)}
