@@ -142,16 +142,18 @@ def preservation_loss(model: LoadedModel, tuned, y: torch.Tensor, t: torch.Tenso
 
 
 def sources(cfg: UnlearnConfig, sampler: Sampler, frozen, table: list[list[int]], rng: random.Random, keep_rng: random.Random,
-            pairs: list[ConceptPair], keep: list[str], prompts_of: Callable, texts_of: Callable) -> tuple:
+            pairs: list[ConceptPair], keep: list[str], prompts_of: Callable, texts_of: Callable,
+            check: Callable[[], None] | None = None) -> tuple:
     """Where x_k (erased phrasings) and y_k (prompts to keep) come from: KSCU with a pool draws
-    cfg.pool trajectories of each with the unedited model first (kscu.trajectories.TrajectoryPool);
-    otherwise trajectories of the model being tuned, reused (KSCU) or fresh every iteration (ESD)."""
+    cfg.pool trajectories of each with the unedited model first (kscu.trajectories.TrajectoryPool;
+    `check` raises to cancel the draw); otherwise trajectories of the model being tuned, reused
+    (KSCU) or fresh every iteration (ESD)."""
     seed_base = cfg.seed * 100_003
     if cfg.method == "kscu" and cfg.pool:
         first, last = min(min(r) for r in table), max(max(r) for r in table) + 1
-        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), prompts_of, seed_base, first, last, rng)
+        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), prompts_of, seed_base, first, last, rng, check=check)
         kept = TrajectoryPool(sampler, frozen, cfg.pool, lambda: keep_rng.choice(keep), texts_of, seed_base + 50_021, first, last,
-                              keep_rng) if keep else None
+                              keep_rng, check=check) if keep else None
         return erased, kept
     fresh = cfg.method == "esd"
     return (Trajectories(sampler, cfg.trajectories, seed_base, fresh),
@@ -225,8 +227,12 @@ def unlearn(
     def texts_of(texts: Sequence[str]) -> torch.Tensor:
         return torch.cat([embed(text) for text in texts])
 
-    erased, kept = sources(cfg, sampler, frozen, table, rng, keep_rng, pairs, keep, prompts_of, texts_of)
-    if isinstance(erased, TrajectoryPool):  # drawn up front (not cancellable: seconds on the demo model)
+    def check_pool() -> None:
+        if should_stop is not None and should_stop():
+            raise UnlearnCancelled("cancelled while drawing the trajectory pool, before training; the base model is unchanged")
+
+    erased, kept = sources(cfg, sampler, frozen, table, rng, keep_rng, pairs, keep, prompts_of, texts_of, check_pool)
+    if isinstance(erased, TrajectoryPool):  # drawn up front
         result.unet_forwards += erased.forwards + (kept.forwards if keep else 0)
     empty = embed("").expand(batch, -1, -1)
     adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None

@@ -92,22 +92,28 @@ class TrajectoryPool(Generic[Item]):
     construction, their latents kept at steps first..last-1; `forwards` is what drawing them cost."""
 
     def __init__(self, sampler: Sampler, unet, size: int, choose: Callable[[], Item], embed: Callable[[Sequence[Item]], torch.Tensor],
-                 seed_base: int, first: int, last: int, rng: random.Random, chunk: int = 16) -> None:
+                 seed_base: int, first: int, last: int, rng: random.Random, chunk: int = 16,
+                 check: Callable[[], None] | None = None) -> None:
+        """check: called before every DDIM step of the draw; it raises to cancel (a pool on a real
+        model is thousands of UNet images: minutes that must stay cancellable)."""
         self.items = [choose() for _ in range(size)]
         self.first = first
         self.rng = rng
-        self.latents = self._draw(sampler, unet, embed(self.items), seed_base, first, last, chunk)
+        self.latents = self._draw(sampler, unet, embed(self.items), seed_base, first, last, chunk, check)
         self.forwards = 2 * (last - 1) * size
 
     @staticmethod
     @torch.no_grad()
-    def _draw(sampler: Sampler, unet, cond: torch.Tensor, seed_base: int, first: int, last: int, chunk: int) -> torch.Tensor:
+    def _draw(sampler: Sampler, unet, cond: torch.Tensor, seed_base: int, first: int, last: int, chunk: int,
+              check: Callable[[], None] | None) -> torch.Tensor:
         out = []
         for i in range(0, len(cond), chunk):
             c = cond[i : i + chunk]
             x = sampler.initial_latents([seed_base + 1 + i + j for j in range(len(c))]).float()
             kept = [x] if first == 0 else []
             for k in range(last - 1):
+                if check is not None:
+                    check()
                 x = sampler.step(unet, x, k, c)
                 if k + 1 >= first:
                     kept.append(x)

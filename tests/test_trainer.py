@@ -124,6 +124,21 @@ def test_cancel_stops_between_iterations_and_keeps_the_base_bit_identical(micro_
     assert all(torch.equal(v, base[k]) for k, v in micro_demo.unet.state_dict().items())
 
 
+def test_cancel_while_the_trajectory_pool_is_drawn_stops_before_training(micro_demo):
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 4  # a few DDIM steps into the draw
+    base = copy.deepcopy(micro_demo.unet.state_dict())
+    seen = []
+    with pytest.raises(UnlearnCancelled, match="while drawing the trajectory pool"):
+        unlearn(micro_demo, UnlearnConfig("striped", kind="style", iterations=20, num_steps=10, start_step=5, pool=8),
+                on_progress=lambda p: seen.append(p.iteration), should_stop=stop)
+    assert seen == [] and len(asked) == 5
+    assert all(torch.equal(v, base[k]) for k, v in micro_demo.unet.state_dict().items())
+
+
 def test_empty_concept_is_refused_with_advice(micro_demo):
     with pytest.raises(ValueError, match="concept is empty"):
         unlearn(micro_demo, UnlearnConfig("  ", iterations=2))

@@ -83,8 +83,9 @@ def save_lora_file(state: WorkbenchState, method: str | None, rank: int | None, 
         raise ValueError(f"LoRA rank: give a whole number, e.g. {DEFAULT_RANK}.")
     lora = low_rank(result, model, int(rank))
     path = save_lora(lora, _fresh_dir(state) / f"{edit_stem(result)}-lora-r{lora.rank}-{layout}.safetensors", layout)
-    note = f" {lora.dropped_message().capitalize()}." if lora.dropped else ""
-    return str(path), f"Rank-{lora.rank} LoRA ({layout} layout), {lora.file_bytes() / 2 / 1024:.0f} KiB of float16 weights.{note}"
+    dropped = lora.dropped_message() if lora.dropped else ""
+    note = f" {dropped[0].upper()}{dropped[1:]}." if dropped else ""
+    return str(path), f"Rank-{lora.rank} LoRA ({layout} layout, float16): {path.stat().st_size / 1024:.0f} KiB.{note}"
 
 
 def save_checkpoint(state: WorkbenchState, method: str | None) -> gr.File:
@@ -164,5 +165,6 @@ def build(state: WorkbenchState) -> dict:
                       show_progress="hidden")
     checkpoint_button.click(friendly(partial(save_checkpoint, state)), method, checkpoint_file, api_name="export_checkpoint",
                             show_progress_on=[status], concurrency_id="heavy")
-    load_button.click(friendly(partial(load, state)), [upload, concept], [details, message], api_name="load_edit", show_progress="hidden")
+    load_button.click(friendly(partial(load, state)), [upload, concept], [details, message], api_name="load_edit",
+                      show_progress="hidden").success(partial(available, state), None, method, api_visibility="private")
     return {"method": method, "refresh_choices": (partial(available, state), method)}
