@@ -62,6 +62,26 @@ def demo_model():
     return load_model(None, device="cpu")
 
 
+EDIT_PROMPTS = ["a striped red circle on a dark background", "a plain blue square on a light background"]
+EDIT_SEEDS = [11, 12]
+
+
+@pytest.fixture(scope="session")
+def micro_edit(micro_demo):
+    """A short real unlearning run on the micro model: its cross-attention tensors do differ from the base."""
+    from kscu.config import UnlearnConfig
+    from kscu.trainer import unlearn
+
+    return unlearn(micro_demo, UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=1e-3))
+
+
+def edit_images(model, unet):
+    """Images of EDIT_PROMPTS / EDIT_SEEDS in 5 steps: what "the same images" means in the edit file tests."""
+    from kscu.sampling import Sampler
+
+    return Sampler(model, num_steps=5, guidance=3.0).generate(unet, EDIT_PROMPTS, EDIT_SEEDS)
+
+
 # --- The workbench app, started as a user would (tests/test_app_api.py, tests/test_browser.py) ---
 
 

@@ -10,24 +10,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kscu import export
-from kscu.config import UnlearnConfig
 from kscu.export import EditLoadError, check_compatible, export_pipeline, load_edit, save_edit, version_info
 from kscu.models import load_model
-from kscu.sampling import Sampler
-from kscu.trainer import unlearn
 
-PROMPTS = ["a striped red circle on a dark background", "a plain blue square on a light background"]
-SEEDS = [11, 12]
+from conftest import edit_images as images
 
 
 @pytest.fixture(scope="module")
-def edit(micro_demo):
-    """A short real unlearning run (its tensors do differ from the base)."""
-    return unlearn(micro_demo, UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=1e-3))
-
-
-def images(model, unet):
-    return Sampler(model, num_steps=5, guidance=3.0).generate(unet, PROMPTS, SEEDS)
+def edit(micro_edit):
+    return micro_edit
 
 
 def assert_same_edit(a, b):

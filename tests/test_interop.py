@@ -14,27 +14,17 @@ from diffusers import StableDiffusionPipeline
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from kscu.config import UnlearnConfig
 from kscu.export import EditLoadError, OutputError, export_single_file, save_edit
 from kscu.importing import IMPORTED, open_edit
 from kscu.lora import LoraError, low_rank, max_rank, read_lora, save_lora
-from kscu.sampling import Sampler
-from kscu.trainer import unlearn
 
 from conftest import REPO
-
-PROMPTS = ["a striped red circle on a dark background", "a plain blue square on a light background"]
-SEEDS = [11, 12]
+from conftest import edit_images as images
 
 
 @pytest.fixture(scope="module")
-def edit(micro_demo):
-    """A short real unlearning run of cross-attention (the LoRA-able parameters)."""
-    return unlearn(micro_demo, UnlearnConfig("striped", kind="style", iterations=10, num_steps=10, start_step=5, lr=1e-3))
-
-
-def images(model, unet):
-    return Sampler(model, num_steps=5, guidance=3.0).generate(unet, PROMPTS, SEEDS)
+def edit(micro_edit):
+    return micro_edit
 
 
 def assert_nearly_same(a, b):
