@@ -133,7 +133,7 @@ def build(state: WorkbenchState) -> dict:
             gr.Markdown("#### As a LoRA (A1111, ComfyUI, diffusers)")
             with gr.Row():
                 rank = gr.Number(DEFAULT_RANK, label="LoRA rank", minimum=1, precision=0,
-                                 info=f"Each changed layer as a rank-r product; {DEFAULT_RANK} keeps the demo style edit's UA and IRA within 2 points.")
+                                 info=f"Each changed layer as a rank-r product; {DEFAULT_RANK} keeps the demo edits' UA and IRA within 2 points.")
                 layout = gr.Radio(list(LAYOUTS), value="kohya", label="Layout",
                                   info="kohya: A1111 and ComfyUI; diffusers: pipe.load_lora_weights")
             lora_button = gr.Button("Save as LoRA")
