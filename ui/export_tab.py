@@ -138,7 +138,7 @@ def build(state: WorkbenchState) -> dict:
                                   info="kohya: A1111 and ComfyUI; diffusers: pipe.load_lora_weights")
             lora_button = gr.Button("Save as LoRA")
             lora_file = gr.File(label="LoRA (.safetensors)", interactive=False)
-            lora_note = gr.Markdown(elem_classes="kscu-note")
+            lora_note = gr.Markdown(label="What the LoRA holds", show_label=False, elem_classes="kscu-note")
             gr.Markdown("#### The whole edited model")
             with gr.Row():
                 checkpoint_button = gr.Button("One checkpoint file (.safetensors)")
