@@ -184,7 +184,7 @@ def test_export_and_load_back_an_edit(client):
     assert details["base_hash"] == metadata["base_hash"]
 
     lora, note = client.predict("kscu", 2, "kohya", api_name="/export_lora")
-    assert Path(lora).name == "kscu-striped-kscu-lora-r2-kohya.safetensors" and note.startswith("Rank-2 LoRA (kohya layout)")
+    assert Path(lora).name == "kscu-striped-kscu-lora-r2-kohya.safetensors" and note.startswith("Rank-2 LoRA (kohya layout, float16)")
     details, message = client.predict(handle_file(lora), "", api_name="/load_edit")  # our LoRA names its concept
     assert message.startswith("Loaded an imported edit of *striped*") and details["method"] == "imported"
     with pytest.raises(AppError, match="rank: 999 is not possible for this edit; choose a whole number from 1 to"):

@@ -10,6 +10,7 @@ import gradio as gr
 from kscu.config import UnlearnConfig, from_inputs
 from kscu.domain import Domain
 from kscu.grids import blur, grid_prompts
+from kscu.importing import IMPORTED
 from kscu.jobs import start_unlearning
 from kscu.plots import loss_figure
 from ui.common import (POLL_SECONDS, PollTimer, cancel_job, checked_config, clean_concept, concept_choices, domain_of, duration, friendly, kind_of,
@@ -93,11 +94,11 @@ def _final_loss(losses: list[float]) -> str:
 
 
 def edits_summary(state: WorkbenchState) -> str:
-    """The last KSCU and ESD edits side by side."""
+    """The last KSCU and ESD edits side by side (how they were trained: an imported edit is not listed)."""
     state.adopt_finished()
-    if not state.results:
+    methods = [m for m in METHOD_NAMES if m in state.results and state.results[m].config.method != IMPORTED]
+    if not methods:
         return "No edit yet."
-    methods = [m for m in METHOD_NAMES if m in state.results]
     rows = {"concept (kind)": lambda r: f"{r.config.concept} ({r.config.kind})",
             "iterations": lambda r: str(r.config.iterations),
             "steps trained": lambda r: f"{r.config.start_step}–{r.config.end_step - 1} of {r.config.num_steps}" if r.config.method == "kscu" else f"all {r.config.num_steps}",
