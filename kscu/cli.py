@@ -10,7 +10,7 @@
     python -m kscu attack    --edit runs/striped --attack embedding --json
     python -m kscu export    --edit runs/striped --out runs/striped-pipeline
     python -m kscu export    --edit runs/striped --single-file runs/striped.safetensors
-    python -m kscu export    --edit runs/striped --lora --rank 4 --out runs/striped-lora
+    python -m kscu export    --edit runs/striped --lora --rank 8 --out runs/striped-lora
     python -m kscu evaluate  --edit their-esd-edit.safetensors --concept striped   (LoRAs and UNet tensors made elsewhere)
     python -m kscu generate  --prompt "a striped red star on a dark background" --edit runs/striped --out star.png
 
@@ -455,6 +455,8 @@ def cmd_export(args) -> int:
         raise ValueError("give --out (a pipeline folder, or with --lora the LoRA's folder or file) or --single-file FILE.safetensors")
     if (args.rank is not None or args.layout != "both") and not args.lora:
         raise ValueError("--rank and --layout belong to a LoRA export: add --lora")
+    if args.lora and args.out.suffix == ".safetensors" and args.layout == "both":
+        raise ValueError("--out is one file: choose --layout diffusers or kohya, or give a folder for both")
     model = _load(args)
     edit = open_edit(args.edit, model, args.concept)
     if args.single_file is not None:
@@ -463,8 +465,6 @@ def cmd_export(args) -> int:
     elif args.lora:
         lora = low_rank(edit, model, args.rank or DEFAULT_RANK)
         layouts = LAYOUTS if args.layout == "both" else (args.layout,)
-        if args.out.suffix == ".safetensors" and len(layouts) > 1:
-            raise ValueError("--out is one file: choose --layout diffusers or kohya, or give a folder for both")
         paths = {layout: str(save_lora(lora, args.out, layout, overwrite=args.force)) for layout in layouts}
         notes = [lora.dropped_message()] if lora.dropped else []
         _print(args, {"lora": paths, "rank": lora.rank, "bytes": lora.file_bytes(), "notes": notes},

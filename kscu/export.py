@@ -307,6 +307,15 @@ def check_compatible(result: UnlearnResult, model: LoadedModel) -> str | None:
     return None
 
 
+def _edited_pipeline(model: LoadedModel, result: UnlearnResult) -> tuple[StableDiffusionPipeline, dict]:
+    """The model's pipeline with the edit applied (a copy of the UNet; the base stays), and what the
+    export records about the model it was applied to (check_compatible's warning included)."""
+    warning = check_compatible(result, model)
+    pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)},
+                                   requires_safety_checker=model.pipe.config.get("requires_safety_checker", False))
+    return pipe, {"model": model.source, "model_hash": model.model_hash, "warning": warning}
+
+
 def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a full diffusers StableDiffusionPipeline folder with the edited UNet (safetensors only,
     in the model's dtype), plus kscu_edit.json (the edit's provenance and the model it was applied
@@ -325,9 +334,7 @@ def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os
             raise OutputError(f"{out_dir} holds an earlier KSCU export; choose a new folder, or replace it on purpose "
                               "(--force on the command line, overwrite=True in Python)")
     _check_writable(out_dir.parent)
-    warning = check_compatible(result, model)
-    pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)},
-                                   requires_safety_checker=model.pipe.config.get("requires_safety_checker", False))
+    pipe, applied_to = _edited_pipeline(model, result)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
     old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
@@ -335,7 +342,7 @@ def export_pipeline(model: LoadedModel, result: UnlearnResult, out_dir: str | os
         pipe.save_pretrained(tmp, safe_serialization=True)
         model.domain.export_files(tmp)
         provenance = {**_provenance(result), "edit_tensors": sorted(result.params),
-                      "applied_to": {"model": model.source, "model_hash": model.model_hash, "warning": warning}}
+                      "applied_to": applied_to}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
         if out_dir.exists():
             out_dir.rename(old)
@@ -358,9 +365,8 @@ def export_single_file(model: LoadedModel, result: UnlearnResult, out: str | os.
     configs), with the edit's provenance in its metadata. dtype None keeps the model's; float16
     halves the file. Atomic; an existing file is replaced only with overwrite=True."""
     path = check_new_file(out, overwrite)
-    warning = check_compatible(result, model)
-    pipe = StableDiffusionPipeline(**{**model.pipe.components, "unet": result.apply(model)}, requires_safety_checker=False)
-    provenance = {**_provenance(result), "applied_to": {"model": model.source, "model_hash": model.model_hash, "warning": warning}}
+    pipe, applied_to = _edited_pipeline(model, result)
+    provenance = {**_provenance(result), "applied_to": applied_to}
     tensors = to_ldm_state_dict(pipe, dtype=dtype)
     write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "kscu_edit": json.dumps(provenance)}))
     return path

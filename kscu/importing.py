@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 
 from kscu.config import UnlearnConfig
 from kscu.export import EDIT_FILE, FORMAT, EditLoadError, load_edit
-from kscu.lora import LoraError, is_lora_file, read_lora
+from kscu.lora import LoraError, is_lora, merge_lora
 from kscu.models import PICKLE_SUFFIXES, LoadedModel
 from kscu.trainer import UnlearnResult
 
@@ -32,10 +32,11 @@ UNET_PREFIX = "unet."
 CHECKPOINT_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")
 
 
-def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def _read(path: Path, tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The file's metadata and (unless tensors=False, for a look at the header only) its tensors."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, ({k: f.get_tensor(k) for k in f.keys()} if tensors else {})
     except (SafetensorError, OSError) as e:
         raise EditLoadError(f"{path} is not a valid .safetensors file ({e})") from None
 
@@ -79,7 +80,7 @@ def open_edit(path: str | os.PathLike, model: LoadedModel, concept: str | None =
     """Any edit file, ours or foreign, as an UnlearnResult for `model` (see the module docstring).
     `concept` (and optionally `kind`) are needed for foreign files; for ours they come from the file."""
     path = Path(path).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix == ".safetensors" and _read(path)[0].get("format") == FORMAT):
+    if path.is_dir() or (path.is_file() and path.suffix == ".safetensors" and _read(path, tensors=False)[0].get("format") == FORMAT):
         return load_edit(path)
     if not path.is_file():
         raise EditLoadError(f"{path} does not exist; pass an edit .safetensors file, a LoRA file or the folder save_edit wrote "
@@ -88,14 +89,13 @@ def open_edit(path: str | os.PathLike, model: LoadedModel, concept: str | None =
         raise EditLoadError(f"{path}: pickle files can run code when loaded and are not imported; convert it to .safetensors")
     if path.suffix.lower() != ".safetensors":
         raise EditLoadError(f"{path}: unknown edit file type {path.suffix!r}; pass a .safetensors file")
-    if is_lora_file(path):
-        meta, _ = _read(path)  # a LoRA this workbench wrote names its concept
-        try:
-            return _foreign(read_lora(path, model), model, concept or meta.get("concept"), kind or meta.get("kind") or None,
+    meta, tensors = _read(path)
+    if is_lora(list(tensors)):
+        try:  # a LoRA this workbench wrote names its concept
+            return _foreign(merge_lora(tensors, model, path), model, concept or meta.get("concept"), kind or meta.get("kind") or None,
                             path, "a LoRA file")
         except LoraError as error:
             raise EditLoadError(str(error)) from None
-    _, tensors = _read(path)
     if not tensors:
         raise EditLoadError(f"{path} holds no tensors")
     what = "a whole UNet state dict" if len(tensors) == len(dict(model.unet.named_parameters())) else "a file of UNet tensors"

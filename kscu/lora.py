@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kscu.export import check_new_file, write_atomically
@@ -160,14 +160,9 @@ def save_lora(lora: LoraEdit, out: str | os.PathLike, layout: str = "diffusers",
     return path
 
 
-def is_lora_file(path: str | os.PathLike) -> bool:
-    """Whether a .safetensors file holds LoRA tensors (either layout), judged by its tensor names."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-    except (SafetensorError, OSError):
-        return False
-    return bool(keys) and all(".lora_" in k or k.endswith(".alpha") for k in keys)
+def is_lora(names: list[str]) -> bool:
+    """Whether a file's tensor names are LoRA tensors (either layout)."""
+    return bool(names) and all(".lora_" in k or k.endswith(".alpha") for k in names)
 
 
 def _layers_of(tensors: dict[str, torch.Tensor], model: LoadedModel, path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
@@ -196,11 +191,14 @@ def _layers_of(tensors: dict[str, torch.Tensor], model: LoadedModel, path: Path)
 
 
 def read_lora(path: str | os.PathLike, model: LoadedModel) -> dict[str, torch.Tensor]:
-    """The UNet weights a LoRA file gives when merged into `model` (W + alpha / r * up @ down), by
-    diffusers parameter name: what `kscu.importing` turns into an edit."""
-    path = Path(path)
+    """The UNet weights a LoRA file gives when merged into `model`, by diffusers parameter name."""
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return merge_lora({k: f.get_tensor(k) for k in f.keys()}, model, Path(path))
+
+
+def merge_lora(tensors: dict[str, torch.Tensor], model: LoadedModel, path: Path) -> dict[str, torch.Tensor]:
+    """LoRA tensors (either layout, read from `path`) merged into `model`'s weights (W + alpha / r
+    * up @ down), by diffusers parameter name: what `kscu.importing` turns into an edit."""
     base = dict(model.unet.named_parameters())
     params = {}
     for name, (down, up, scale) in _layers_of(tensors, model, path).items():

@@ -161,8 +161,9 @@ def test_the_export_command_writes_each_form_and_refuses_bad_input(micro_demo_di
     for args, message in [(("--lora", "--rank", "0", "--out", str(tmp_path / "r0")), "--rank: 0 is too small"),
                           (("--lora", "--rank", "999", "--out", str(tmp_path / "r999")), "rank: 999 is not possible"),
                           (("--rank", "2", "--out", str(tmp_path / "x")), "belong to a LoRA export: add --lora"),
+                          (("--lora", "--out", str(tmp_path / "one.lora.safetensors")), "--out is one file: choose --layout"),
                           ((), "give --out"),
                           (("--single-file", str(tmp_path / "one.safetensors")), "already exists")]:
         bad = kscu(*args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
-    assert not (tmp_path / "r999").exists() and not (tmp_path / "x").exists()
+    assert not (tmp_path / "r999").exists() and not (tmp_path / "x").exists() and not (tmp_path / "one.lora.safetensors").exists()
