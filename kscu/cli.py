@@ -4,6 +4,7 @@
     python -m kscu influence --concept striped --out runs/influence
     python -m kscu unlearn   --concept striped --out runs/striped
     python -m kscu unlearn   --concept striped --method esd --out runs/striped-esd
+    python -m kscu unlearn   --concepts striped,red --schedule interleaved --out runs/two   (several concepts, one job)
     python -m kscu evaluate  --edit runs/striped --json
     python -m kscu compare   --edit runs/striped --edit runs/striped-esd --grid compare.png
     python -m kscu evaluate  --edit runs/striped --family sd1 --judge assets/shape-clip --neighbours plain,dotted,checkered,outlined
@@ -33,6 +34,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 from kscu.attack_config import ATTACKS, budget_fields  # noqa: E402  (no torch: --help stays fast)
+from kscu.config import SCHEDULES  # noqa: E402
 from kscu.export_formats import DEFAULT_RANK, LAYOUTS  # noqa: E402
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS  # noqa: E402
 
@@ -75,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     evaluate.add_argument("--edit", type=Path, default=None, help="edit folder or .safetensors, a LoRA, or a file of UNet tensors made "
                           "elsewhere (default: only the base model)")
-    evaluate.add_argument("--concept", default=None, help="default: the edit's concept (needed for an edit made outside the workbench)")
+    evaluate.add_argument("--concept", default=None, help="the concept to measure (default: each concept the edit erased); for an "
+                          "edit made outside the workbench what it erased, a comma list if several")
     evaluate.add_argument("--kind", default=None, help="default: the edit's kind, else " + KIND_HELP)
     _add_neighbours_arg(evaluate)
     evaluate.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS)
@@ -87,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
 
     quick = commands.add_parser("quick-erase", help="erase a concept with its preset, then grids, metrics and a verdict")
     _add_model_args(quick)
-    quick.add_argument("--concept", required=True)
+    quick.add_argument("--concept", default=None, help="the concept to erase")
+    quick.add_argument("--also", default=None, help=_field_help("also"))
+    _add_concepts_arg(quick)
+    quick.add_argument("--schedule", default="in_turn", choices=SCHEDULES, help=_field_help("schedule"))
     quick.add_argument("--kind", default=None, help=KIND_HELP)
     quick.add_argument("--iterations", type=_positive_int, default=None, help="default: the preset's")
     quick.add_argument("--adversarial", action="store_true", help=_field_help("adversarial"))
@@ -170,14 +176,30 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(switch, dest=name, action="store_const", const=not default, default=None,
                                 help=f"turn off: {meta['help']}" if default else meta["help"])
             continue
-        shown = "" if default is MISSING or default is None else f" (default {default})"
-        parser.add_argument(flag, dest=name, default=None, required=default is MISSING, choices=meta.get("choices"),
-                            help=meta["help"] + shown)
+        shown = "" if default is MISSING or default is None or default == () else f" (default {default})"
+        parser.add_argument(flag, dest=name, default=None, choices=meta.get("choices"), help=meta["help"] + shown)
+    _add_concepts_arg(parser)
+
+
+def _add_concepts_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concepts", default=None, help="several concepts erased in one job, comma list, e.g. striped,red "
+                        "(the same as --concept striped --also red)")
+
+
+def _concept_inputs(args) -> dict:
+    """The command's flags as from_inputs wants them, --concepts split into concept and also."""
+    values = dict(vars(args))
+    if args.concepts is not None:
+        if args.concept is not None or getattr(args, "also", None) is not None:
+            raise ValueError("give --concepts alone, or --concept (with --also): not both")
+        first, *rest = _list_arg(args.concepts) or [""]
+        values.update(concept=first, also=",".join(rest))
+    return values
 
 
 def _add_foreign_concept_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concept", default=None, help="what an edit made outside the workbench erased (a LoRA or a file of UNet "
-                        "tensors says nothing about it); ignored for the workbench's own edits")
+                        "tensors says nothing about it; a comma list if several); ignored for the workbench's own edits")
 
 
 def _add_neighbours_arg(parser: argparse.ArgumentParser) -> None:
@@ -253,7 +275,7 @@ def cmd_unlearn(args) -> int:
     from kscu.trainer import unlearn
     from kscu.validation import ConfigWarning, check_config, validate
 
-    config = from_inputs(vars(args))
+    config = from_inputs(_concept_inputs(args))
     validate(config)  # settings and output path first: a mistake costs no model loading and no training
     check_edit_output(args.out, overwrite=args.force)
     model = _load(args)
@@ -261,7 +283,8 @@ def cmd_unlearn(args) -> int:
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     resolved = checked.config
-    with _bar(f"{resolved.method} {resolved.concept!r}", resolved.iterations, args.json) as bar:
+    names = ", ".join(repr(part.concept) for part in checked.parts)
+    with _bar(f"{resolved.method} {names}", sum(part.iterations for part in checked.parts), args.json) as bar:
         def progress(p) -> None:
             bar.update(1)
             bar.set_postfix(step=p.step_index, loss=f"{p.loss:.4g}")
@@ -272,11 +295,14 @@ def cmd_unlearn(args) -> int:
     saved = save_edit_or_keep(result, args.out, overwrite=args.force)
     sanity = result.sanity
     payload = {"edit": str(saved.path), "saved_where_asked": saved.failure is None, "config": result.config.to_dict(),
+               "concepts": [part.to_dict() for part in result.configs],
                "seconds": round(result.seconds, 1), "final_loss": result.losses[-1], "unet_forwards": result.unet_forwards,
                "warnings": result.warnings, "sanity": sanity.to_dict() if sanity is not None else None}
     done = "erased" if sanity is None or sanity.passed else "trained (but see the sanity check)"
-    lines = [f"{done} {resolved.concept!r} with {resolved.method} in {result.seconds:.1f}s ({resolved.iterations} iterations, "
-             f"steps {resolved.start_step}..{resolved.end_step - 1} of {resolved.num_steps}); edit saved to {saved.path}"]
+    windows = "; ".join(f"{part.concept}: {part.iterations} iterations, steps {part.start_step}..{part.end_step - 1} of {part.num_steps}"
+                        for part in checked.parts)
+    order = f", {resolved.schedule.replace('_', ' ')}" if resolved.also else ""
+    lines = [f"{done} {names} with {resolved.method} in {result.seconds:.1f}s ({windows}{order}); edit saved to {saved.path}"]
     if sanity is not None:
         lines.append(sanity.message)
     _print(args, payload, "\n".join(lines))
@@ -289,31 +315,45 @@ def cmd_unlearn(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from kscu.evaluation import evaluate_edit, format_table, verdict
+    from kscu.evaluation import evaluate_each, format_table, verdict
+    from kscu.importing import IMPORTED
 
     model = _load(args)
     edit, edited = _edited_unet(args, model)
-    concept = args.concept or (edit.config.concept if edit is not None else None)
-    if concept is None:
+    if args.concept is None and edit is None:
         raise ValueError("give --edit or --concept: there is nothing to evaluate")
-    kind = args.kind or (edit.config.kind if edit is not None and concept == edit.config.concept else None)
-    total = (args.n_erase + args.n_retain) * (2 if edited is not None else 1)
-    with _bar(f"evaluating {concept!r}", total, args.json) as bar:
-        report = evaluate_edit(model, edited, concept, n_erase=args.n_erase, n_retain=args.n_retain, num_steps=args.steps,
-                               guidance=args.guidance, seed=args.seed, on_progress=_fraction_progress(bar, total),
-                               kind=kind, neighbours=_list_arg(args.neighbours))
-    payload = report.to_dict()
-    if report.after is not None:
-        payload["verdict"] = verdict(report).to_dict()
+    erased = [(c.concept, c.kind) for c in edit.configs] if edit is not None else []
+    names = [c for c, _ in erased]
+    if args.concept is not None and (edit is None or edit.config.method != IMPORTED):
+        # that one concept (for an imported edit --concept said what it erased: all are measured);
+        # if the edit erased it, its other concepts are kept out of its prompts
+        measured = [(args.concept, args.kind or dict(erased).get(args.concept))]
+        names = names if args.concept in names else []
+    else:
+        measured = [(erased[0][0], args.kind or erased[0][1]), *erased[1:]]
+    total = (args.n_erase + args.n_retain) * (2 if edited is not None else 1) * len(measured)
+    with _bar(f"evaluating {', '.join(repr(c) for c, _ in measured)}", total, args.json) as bar:
+        reports = evaluate_each(model, edited, measured, names, on_progress=_fraction_progress(bar, total),
+                                n_erase=args.n_erase, n_retain=args.n_retain, num_steps=args.steps, guidance=args.guidance,
+                                seed=args.seed, neighbours=_list_arg(args.neighbours))
+    payloads = []
+    for report in reports:
+        payload = report.to_dict()
+        if report.after is not None:
+            payload["verdict"] = verdict(report).to_dict()
+        payloads.append(payload)
+    payload = payloads[0] if len(payloads) == 1 else {"concepts": payloads}
     if edit is not None:
         payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds,
+                           "concepts": [c for c, _ in erased],
                            "sanity": edit.sanity.to_dict() if edit.sanity is not None else None}
     if args.grid is not None:
         from kscu.grids import comparison_grids
 
-        _save_grids([comparison_grids(model, edited, concept, _list_arg(args.neighbours), kind=kind)], args.grid)
+        _save_grids([comparison_grids(model, edited, concept, _list_arg(args.neighbours), kind=kind) for concept, kind in measured],
+                    args.grid)
         payload["grid"] = str(args.grid)
-    _print(args, payload, format_table(report))
+    _print(args, payload, "\n\n".join(format_table(report) for report in reports))
     return 0
 
 
@@ -331,10 +371,10 @@ def _save_grids(grids: list[dict], path: Path) -> None:
     canvas.save(path)
 
 
-def _verdict_line(checks: Verdict | None, attribute: str) -> str:
+def _verdict_line(checks: Verdict | None, attribute: str, concept: str = "") -> str:
     if checks is None:
         return "no judge for this concept on this model: judge the grids and the image change"
-    return "verdict: " + checks.summary(attribute)
+    return f"verdict{f' ({concept})' if concept else ''}: " + checks.summary(attribute)
 
 
 def _change_line(change) -> str:
@@ -349,17 +389,20 @@ def cmd_quick_erase(args) -> int:
     from kscu.recipes import quick_erase
     from kscu.validation import validate
 
-    validate(UnlearnConfig(concept=args.concept, kind=args.kind, iterations=args.iterations))
+    values = _concept_inputs(args)
+    concept, also = values["concept"], tuple(_list_arg(values.get("also")) or ())
+    if concept is None:
+        raise ValueError("give --concept (or --concepts): the concept to erase")
+    validate(UnlearnConfig(concept=concept, kind=args.kind, iterations=args.iterations, also=also, schedule=args.schedule))
     if args.out is not None:
         check_edit_output(args.out, overwrite=args.force)
     model = _load(args)
     import torch
 
     torch.set_num_threads(1)  # training and the unedited side run in two threads, one core each
-    with _bar(f"quick erase {args.concept!r}", 100, args.json) as bar:
-        out = quick_erase(model, args.concept, args.kind, iterations=args.iterations, adversarial=args.adversarial, n_erase=args.n_erase,
-                          n_retain=args.n_retain,
-                          on_progress=_fraction_progress(bar))
+    with _bar(f"quick erase {', '.join(repr(c) for c in (concept, *also))}", 100, args.json) as bar:
+        out = quick_erase(model, concept, args.kind, also=also, schedule=args.schedule, iterations=args.iterations,
+                          adversarial=args.adversarial, n_erase=args.n_erase, n_retain=args.n_retain, on_progress=_fraction_progress(bar))
     payload = out.to_dict()
     saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
     if saved is not None:
@@ -367,13 +410,15 @@ def cmd_quick_erase(args) -> int:
     if args.grid is not None:
         _save_grids([out.grids], args.grid)
         payload["grid"] = str(args.grid)
-    cfg = out.result.config
-    lines = [f"erased {cfg.concept!r} ({cfg.kind}) with KSCU in {out.result.seconds:.1f}s ({cfg.iterations} iterations)"]
+    erased = ", ".join(f"{c.concept!r} ({c.kind}, {c.iterations} iterations)" for c in out.result.configs)
+    lines = [f"erased {erased} with KSCU in {out.result.seconds:.1f}s"]
     if out.result.sanity is not None:
         lines.append(out.result.sanity.message)
-    if out.report is not None:
-        lines.append(format_table(out.report))
-    lines += [_change_line(out.change), _verdict_line(out.verdict, cfg.kind if out.report is None else out.report.attribute)]
+    lines += [format_table(report) for report in out.reports] + [_change_line(out.change)]
+    if out.reports:
+        lines += [_verdict_line(v, r.attribute, r.concept if len(out.reports) > 1 else "") for r, v in zip(out.reports, out.verdicts)]
+    else:
+        lines.append(_verdict_line(None, out.result.config.kind))
     _print(args, payload, "\n".join(lines))
     if saved is not None and saved.failure is not None:
         print(f"error: {saved.failure}; the trained edit is kept at {saved.path}: move it where you want it", file=sys.stderr)

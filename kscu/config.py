@@ -13,6 +13,15 @@ if TYPE_CHECKING:
 
 METHODS = ("kscu", "esd")
 PARAM_SUBSETS = ("xattn", "noxattn", "full")
+PER_CONCEPT = ("kind", "start_step", "end_step", "lr", "params", "anchor", "preserve", "preserve_weight",
+               "trajectories", "pool")
+"""The fields a further concept of a multi-concept job takes from its own kind's preset (the
+iterations, a budget, are each concept's when given: --iterations 100 trains every concept 100)."""
+SCHEDULES = ("in_turn", "interleaved")
+"""How a job with several concepts orders their iterations: each concept's window walked in turn,
+one concept after the other (the KSCU authors' multi-concept code), or interleaved (the concepts'
+iterations alternate, each walking its own window, so no concept's erasure is trained over by
+the next one's for hundreds of iterations)."""
 
 
 def _setting(help: str, default: Any = None, *, choices: tuple[str, ...] | None = None, empty: Any = None) -> Any:
@@ -64,6 +73,17 @@ class UnlearnConfig:
                                 "model being tuned, as the paper does); default: the preset's")
     adversarial: bool = _setting("robust erasure: learned prompt tokens attack the model during training and are erased too "
                                  "(kscu.adversarial; not in the paper)", False)
+    also: tuple[str, ...] = _setting("further concepts erased in the same job, comma list (e.g. red): each gets its own kind's "
+                                     "preset (window, lr, anchor, kept concepts, ...); those settings given here are the first "
+                                     "concept's, the iterations and the job-wide ones (method, steps, guidance, seed) every concept's",
+                                     (), empty=())
+    schedule: str = _setting("several concepts: in_turn (each concept's window after the other's, as the KSCU authors do) or "
+                             "interleaved (their iterations alternate)", "in_turn", choices=SCHEDULES)
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        """Every concept this job erases, the first one first."""
+        return (self.concept, *self.also)
 
     def resolve(self, domain: "Domain") -> "UnlearnConfig":
         """Check every field (kscu.validation), fill each None from the domain (kind, preset,
@@ -88,6 +108,7 @@ class UnlearnConfig:
             preserve_weight=_given(self.preserve_weight, preset.preserve_weight),
             trajectories=_given(self.trajectories, preset.trajectories),
             pool=0 if esd else _given(self.pool, preset.pool),
+            also=tuple(c.strip() for c in self.also),
         )
         if not esd:
             try:
@@ -98,15 +119,33 @@ class UnlearnConfig:
             raise ConfigError("preserve", f"{resolved.concept!r} is both erased and preserved; remove it from the concepts to keep")
         return resolved
 
+    def parts(self, domain: "Domain") -> tuple["UnlearnConfig", ...]:
+        """One resolved config per erased concept, the first being `resolve`'s (it keeps `also`
+        and `schedule`; the others have neither). The request's settings are the first concept's;
+        a further concept shares the iterations and the job-wide ones (method, K steps, guidance,
+        seed, ...) and takes its own kind's preset for every PER_CONCEPT field, so erasing striped and red
+        trains red with the colour preset, not with the style preset's anchor and window. No
+        concept preserves another that the job erases: named by the user it is a ConfigError,
+        added by a preset it is dropped."""
+        first = self.resolve(domain)
+        own = {name: None for name in PER_CONCEPT}
+        others = [replace(self, concept=c, also=(), **own).resolve(domain) for c in first.also]
+        erased = {c.strip().lower() for c in first.concepts}
+        both = [p for p in first.preserve if p.lower() in erased] if self.preserve is not None else []
+        if both:
+            raise ConfigError("preserve", f"{both[0]!r} is both erased and preserved; remove it from the concepts to keep")
+        return tuple(replace(part, preserve=tuple(p for p in part.preserve if p.lower() not in erased)) for part in (first, *others))
+
     def to_dict(self) -> dict:
-        """JSON-typed (preserve as a list), the inverse of from_dict."""
-        return {**asdict(self), "preserve": None if self.preserve is None else list(self.preserve)}
+        """JSON-typed (preserve and also as lists), the inverse of from_dict."""
+        return {**asdict(self), "preserve": None if self.preserve is None else list(self.preserve), "also": list(self.also)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "UnlearnConfig":
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if fields.get("preserve") is not None:  # a JSON list
-            fields["preserve"] = tuple(fields["preserve"])
+        for name in ("preserve", "also"):
+            if fields.get(name) is not None:  # a JSON list
+                fields[name] = tuple(fields[name])
         return cls(**fields)
 
 
@@ -137,6 +176,8 @@ def config_fields() -> list[tuple[str, type, Any, Mapping[str, Any]]]:
 
 def _base(hint: Any) -> type:
     """int for `int | None`, tuple for `tuple[str, ...] | None`."""
+    if getattr(hint, "__origin__", None) is tuple:  # tuple[str, ...] itself, not inside an Optional
+        return tuple
     options = [a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)] if not isinstance(hint, type) else [hint]
     base = options[0]
     return getattr(base, "__origin__", base)
@@ -146,6 +187,8 @@ def _parse(f, hint: Any, value: Any) -> Any:
     base = _base(hint)
     if isinstance(value, float) and base is int and value.is_integer():
         return int(value)  # a UI Number field gives floats
+    if base is tuple and isinstance(value, (list, tuple)):  # a UI multi-select
+        return tuple(str(v).strip() for v in value if str(v).strip())
     if not isinstance(value, str) or base is str and f.name == "concept":
         return value
     text = value.strip()

@@ -61,10 +61,13 @@ class EvalPlan:
     groups: dict[str, tuple[str, ...]]
     erase: PromptSet
     retain: PromptSet
+    kept: tuple[str, ...] = ()
+    """The neighbours the retain set asks for, when not every other label of the target group
+    (a demo attribute's values minus the ones given or erased); () = all the others."""
 
     @property
     def neighbours(self) -> tuple[str, ...]:
-        return tuple(v for v in self.groups[self.target] if v != self.concept)
+        return self.kept or tuple(v for v in self.groups[self.target] if v != self.concept)
 
 
 class Domain(ABC):
@@ -112,12 +115,17 @@ class Domain(ABC):
     # -- phrasing --------------------------------------------------------------------------------
 
     @abstractmethod
-    def training_pairs(self, concept: str, kind: str, anchor: str | None, count: int = 64, seed: int = 0) -> list[ConceptPair]:
-        """Training phrasings of `concept`; `anchor` (optional) is the concept it should become."""
+    def training_pairs(self, concept: str, kind: str, anchor: str | None, count: int = 64, seed: int = 0,
+                       avoid: Sequence[str] = ()) -> list[ConceptPair]:
+        """Training phrasings of `concept`; `anchor` (optional) is the concept it should become.
+        avoid: other concepts the same job erases: no phrasing (nor its anchor) names them, or the
+        anchor's target, drawn by the unedited model, would teach them back."""
 
     @abstractmethod
-    def preserve_prompts(self, preserve: Sequence[str], kind: str, count: int = 64, seed: int = 0) -> list[str]:
-        """Prompts whose output the edit must leave as it was (the optional preservation term)."""
+    def preserve_prompts(self, preserve: Sequence[str], kind: str, count: int = 64, seed: int = 0,
+                         avoid: Sequence[str] = ()) -> list[str]:
+        """Prompts whose output the edit must leave as it was (the optional preservation term);
+        none names a concept in `avoid` (holding it where the unedited model drew it would undo its erasure)."""
 
     def default_anchor(self, concept: str, kind: str) -> str:
         """What the erased concept becomes when the user names no anchor ("" = the phrasing without it)."""
@@ -146,8 +154,10 @@ class Domain(ABC):
 
     @abstractmethod
     def evaluation_plan(self, concept: str, kind: str | None, neighbours: Sequence[str] | None,
-                        n_erase: int, n_retain: int, seed: int) -> EvalPlan:
-        """The test prompts and label groups for UA / IRA / CRA; ValueError when the concept cannot be scored."""
+                        n_erase: int, n_retain: int, seed: int, avoid: Sequence[str] = ()) -> EvalPlan:
+        """The test prompts and label groups for UA / IRA / CRA; ValueError when the concept cannot
+        be scored. avoid: concepts the same edit also erased: never a neighbour, and (where the
+        domain fills in context) never in a prompt, so their erasure is not counted as damage."""
 
     def scoreable(self, concept: str, kind: str | None, neighbours: Sequence[str] | None = None) -> bool:
         """Whether UA / IRA / CRA can be measured for this concept (a judge and a plan exist)."""

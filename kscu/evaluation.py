@@ -33,7 +33,7 @@ import numpy as np
 
 from kscu.domain import EvalPlan
 from kscu.models import LoadedModel
-from kscu.progress import Cancelled, ProgressFn, Step
+from kscu.progress import Cancelled, ProgressFn, Step, phase
 from kscu.sampling import Sampler
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS, Drop, Rate, paired_drop, points
 
@@ -114,12 +114,15 @@ class EvalReport:
     judge: str = ""
     neighbours: tuple[str, ...] = ()
     family: str = ""
+    also_erased: tuple[str, ...] = ()
+    """Other concepts the same edit erased: no test prompt names them (kscu.domain avoid)."""
 
     def settings(self) -> tuple:
-        return (self.concept, self.n_erase, self.n_retain, self.num_steps, self.guidance, self.seed, tuple(self.neighbours))
+        return (self.concept, self.n_erase, self.n_retain, self.num_steps, self.guidance, self.seed, tuple(self.neighbours),
+                tuple(self.also_erased))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "neighbours": list(self.neighbours)}
+        return {**asdict(self), "neighbours": list(self.neighbours), "also_erased": list(self.also_erased)}
 
 
 def evaluate_edit(
@@ -138,10 +141,12 @@ def evaluate_edit(
     *,
     kind: str | None = None,
     neighbours: Sequence[str] | None = None,
+    also_erased: Sequence[str] = (),
 ) -> EvalReport:
     """Score `edited_unet` against the base UNet with the model's judge (see the module docstring).
 
     kind / neighbours: what the domain needs to phrase the test (inferred or built-in when None).
+    also_erased: other concepts the same edit erased, kept out of every test prompt.
     edited_unet None: only the base is evaluated and report.after is None.
     base: an earlier base-only report with the same settings, reused instead of sampling the base
     again (the quick erase computes it while the edit trains); other settings are a ValueError.
@@ -152,9 +157,10 @@ def evaluate_edit(
     if domain.judge is None:
         raise ValueError("UA/IRA/CRA need a judge and this model has none: load it with a judge (--judge, a CLIP folder or "
                          "hub id such as openai/clip-vit-large-patch14), or compare image grids and image change instead")
-    plan = domain.evaluation_plan(concept, kind, neighbours, n_erase, n_retain, seed)
+    also_erased = tuple(c.strip().lower() for c in also_erased)
+    plan = domain.evaluation_plan(concept, kind, neighbours, n_erase, n_retain, seed, avoid=also_erased)
     start = time.perf_counter()
-    report_settings = (plan.concept, n_erase, n_retain, num_steps, guidance, seed, plan.neighbours)
+    report_settings = (plan.concept, n_erase, n_retain, num_steps, guidance, seed, plan.neighbours, also_erased)
     if base is not None and base.settings() != report_settings:
         raise ValueError("the base report was measured with other settings; evaluate again without it")
     prompts, seeds = plan.erase.prompts + plan.retain.prompts, plan.erase.seeds + plan.retain.seeds
@@ -185,8 +191,26 @@ def evaluate_edit(
     seconds = time.perf_counter() - start + (base.seconds if base is not None else 0.0)
     return EvalReport(
         plan.concept, plan.target, results[0], results[1] if len(results) > 1 else None,
-        n_erase, n_retain, num_steps, guidance, seed, seconds, domain.judge.name, plan.neighbours, domain.family,
+        n_erase, n_retain, num_steps, guidance, seed, seconds, domain.judge.name, plan.neighbours, domain.family, also_erased,
     )
+
+
+def evaluate_each(model: LoadedModel, edited_unet, measured: Sequence[tuple[str, str | None]], erased: Sequence[str] = (), *,
+                  on_progress: ProgressFn | None = None, bases: Sequence[EvalReport | None] | None = None,
+                  **settings) -> list[EvalReport]:
+    """One report per measured (concept, kind), each with every other erased concept (`erased` and
+    the other measured ones) kept out of its prompts, so that, for an edit that erased striped and
+    red, erasing red is not counted against the striped edit's colour accuracy. settings:
+    evaluate_edit's (n_erase, seed, should_stop, ...); bases: earlier base-only reports, one per
+    measured concept, reused as evaluate_edit's `base`."""
+    everything = list(dict.fromkeys([*erased, *(c for c, _ in measured)]))
+    reports = []
+    for n, (concept, kind) in enumerate(measured):
+        others = [c for c in everything if c.strip().lower() != concept.strip().lower()]
+        step = None if on_progress is None else phase(on_progress, n / len(measured), (n + 1) / len(measured), concept)
+        reports.append(evaluate_edit(model, edited_unet, concept, on_progress=step, kind=kind, also_erased=others,
+                                     base=bases[n] if bases is not None else None, **settings))
+    return reports
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ FORMAT_VERSION = "1"
 EDIT_FILE = "edit.safetensors"
 RUN_FILE = "run.json"
 PROVENANCE_FILE = "kscu_edit.json"
-RUN_FIELDS = ("losses", "steps", "seconds", "unet_forwards", "unet_backwards", "warnings", "sanity")
+RUN_FIELDS = ("losses", "steps", "seconds", "unet_forwards", "unet_backwards", "warnings", "sanity", "others", "trained_concepts")
 """What the edit file's "run" metadata holds besides the config."""
 
 
@@ -83,6 +83,8 @@ def _provenance(result: UnlearnResult) -> dict:
         "unet_backwards": result.unet_backwards,
         "warnings": result.warnings,
         "sanity": result.sanity.to_dict() if result.sanity is not None else None,
+        "others": [other.to_dict() for other in result.others],
+        "trained_concepts": result.trained_concepts,
     }
 
 
@@ -95,6 +97,7 @@ def _metadata(provenance: dict) -> dict[str, str]:
         **{key: "" if cfg[key] is None else str(cfg[key]) for key in
            ("method", "concept", "kind", "start_step", "end_step", "num_steps", "iterations", "lr", "params", "seed", "anchor")},
         "preserve": ",".join(cfg.get("preserve", ())),
+        "concepts": ",".join([cfg["concept"], *cfg.get("also", ())]),
         **{key: str(provenance[key]) for key in ("base_model", "base_hash", "family", "created")},
         **{f"{name}_version": version for name, version in provenance["versions"].items()},
         "config": json.dumps(cfg),
@@ -219,7 +222,7 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = F
 
 def edit_stem(result: UnlearnResult) -> str:
     """A file name stem that says what an edit is: kscu-<concept slug>-<method>."""
-    slug = re.sub(r"[^a-z0-9]+", "-", result.config.concept.lower())[:40].strip("-") or "concept"
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(result.config.concepts).lower())[:40].strip("-") or "concept"
     return f"kscu-{slug}-{result.config.method}"
 
 
@@ -271,6 +274,7 @@ def load_edit(path: str | os.PathLike) -> UnlearnResult:
     try:
         config = UnlearnConfig.from_dict(json.loads(meta["config"]))
         run = json.loads(meta.get("run", "{}"))
+        others = [UnlearnConfig.from_dict(other) for other in run.get("others", [])]
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise EditLoadError(f"{file}: the edit's metadata is corrupt ({type(e).__name__}: {e})") from None
     return UnlearnResult(
@@ -286,6 +290,8 @@ def load_edit(path: str | os.PathLike) -> UnlearnResult:
         unet_backwards=run.get("unet_backwards", 0),
         warnings=run.get("warnings", []),
         sanity=SanityReport.from_dict(run["sanity"]) if run.get("sanity") else None,
+        others=others,
+        trained_concepts=run.get("trained_concepts", []),
     )
 
 

@@ -69,10 +69,12 @@ def _foreign(params: dict[str, torch.Tensor], model: LoadedModel, concept: str |
                             "(--concept on the command line, the Concept field in the Export tab)")
     if not params:
         raise EditLoadError(f"{path} is {what} but changes nothing in {model.source}'s UNet: it is this model's own weights")
+    first, *rest = [c.strip() for c in concept.split(",") if c.strip()]  # "striped, red": an edit that erased both
     return UnlearnResult(
-        config=UnlearnConfig(concept.strip(), kind=kind or model.domain.resolve_kind(concept.strip(), None), method=IMPORTED),
+        config=UnlearnConfig(first, kind=kind or model.domain.resolve_kind(first, None), method=IMPORTED, also=tuple(rest)),
         params=params, base_source=model.source, base_hash=model.model_hash, family=model.family,
         warnings=[f"imported from {path} ({what}): how it was made is unknown"],
+        others=[UnlearnConfig(c, kind=model.domain.resolve_kind(c, None), method=IMPORTED) for c in rest],
     )
 
 
@@ -92,7 +94,8 @@ def open_edit(path: str | os.PathLike, model: LoadedModel, concept: str | None =
     meta, tensors = _read(path)
     if is_lora(list(tensors)):
         try:  # a LoRA this workbench wrote names its concept
-            return _foreign(merge_lora(tensors, model, path), model, concept or meta.get("concept"), kind or meta.get("kind") or None,
+            return _foreign(merge_lora(tensors, model, path), model, concept or meta.get("concepts") or meta.get("concept"),
+                            kind or meta.get("kind") or None,
                             path, "a LoRA file")
         except LoraError as error:
             raise EditLoadError(str(error)) from None

@@ -289,4 +289,6 @@ def start_unlearning(
 
         return unlearn(model, checked, on_progress, should_stop=lambda: job.cancel_requested)
 
-    return runner.submit(f"unlearn {cfg.concept!r} ({cfg.method}, {cfg.iterations} iterations)", wrap(work) if wrap else work)
+    names = ", ".join(repr(part.concept) for part in checked.parts)
+    iterations = sum(part.iterations for part in checked.parts)
+    return runner.submit(f"unlearn {names} ({cfg.method}, {iterations} iterations)", wrap(work) if wrap else work)

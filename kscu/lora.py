@@ -139,6 +139,7 @@ def _metadata(lora: LoraEdit, layout: str) -> dict[str, str]:
     """What the file says it is: the edit's headline fields, and for kohya the ss_* keys A1111 reads."""
     cfg = lora.source.config
     meta = {"format": "pt", "kscu_lora": "1", "kscu_layout": layout, "rank": str(lora.rank), "concept": cfg.concept,
+            "concepts": ",".join(cfg.concepts),
             "kind": cfg.kind or "", "method": cfg.method, "base_model": lora.source.base_source,
             "base_hash": lora.source.base_hash, "dropped": json.dumps(list(lora.dropped)), "config": json.dumps(cfg.to_dict())}
     if layout == "kohya":

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kscu.config import UnlearnConfig
-from kscu.evaluation import EvalReport, EvaluationCancelled, Verdict, evaluate_edit, verdict
+from kscu.evaluation import EvalReport, EvaluationCancelled, Verdict, evaluate_each, evaluate_edit, verdict
 from kscu.grids import comparison_grids
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step, phase, quiet
@@ -33,19 +33,23 @@ class EditKept(Cancelled):
 
 @dataclass
 class QuickErase:
-    """What one quick erase produced."""
+    """What one quick erase produced: per erased concept (the first one first) a report and a
+    verdict when the model has a judge for it; the grids show the first concept and its neighbours."""
 
     result: UnlearnResult
     grids: dict
     change: ImageChange
-    report: EvalReport | None = None
-    verdict: Verdict | None = None
+    reports: list[EvalReport] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"config": self.result.config.to_dict(), "seconds": self.result.seconds,
-                "sanity": self.result.sanity.to_dict() if self.result.sanity else None, "warnings": self.result.warnings,
-                "grid_prompts": self.grids["prompts"], "seeds": self.grids["seeds"], "image_change": self.change.to_dict(),
-                "report": self.report.to_dict() if self.report else None, "verdict": self.verdict.to_dict() if self.verdict else None}
+        return {"config": self.result.config.to_dict(), "concepts": [c.to_dict() for c in self.result.configs],
+                "seconds": self.result.seconds, "sanity": self.result.sanity.to_dict() if self.result.sanity else None,
+                "warnings": self.result.warnings, "grid_prompts": self.grids["prompts"], "seeds": self.grids["seeds"],
+                "image_change": self.change.to_dict(),
+                "report": self.reports[0].to_dict() if self.reports else None,  # the first concept's, as "reports"[0]
+                "verdict": self.verdicts[0].to_dict() if self.verdicts else None,
+                "reports": [r.to_dict() for r in self.reports], "verdicts": [v.to_dict() for v in self.verdicts]}
 
 
 @dataclass
@@ -72,6 +76,8 @@ def quick_erase(
     concept: str,
     kind: str | None = None,
     *,
+    also: Sequence[str] = (),
+    schedule: str = "in_turn",
     iterations: int | None = None,
     adversarial: bool = False,
     n_erase: int = ERASE_PROMPTS,
@@ -82,30 +88,32 @@ def quick_erase(
     should_stop: Callable[[], bool] = lambda: False,
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> QuickErase:
-    """Erase `concept` with KSCU and its kind's preset (kind None: the domain's guess; adversarial:
-    the robust erasure of kscu.adversarial), then show and, when the model has a judge for it,
-    measure the result.
+    """Erase `concept` (and the concepts in `also`, in one job ordered by `schedule`) with KSCU and
+    each kind's preset (kind None: the domain's guess; adversarial: the robust erasure of
+    kscu.adversarial), then show and, for every concept the model has a judge for, measure the
+    result, each concept's test prompts naming none of the others (kscu.evaluation.evaluate_each).
 
     The unedited side runs in a second thread during training: with torch on one thread per
     worker (kscu.jobs), the two use both cores of a 2-core machine. apply: how to get the edited
     UNet (default result.apply(model); the UI passes its cached copy).
     """
-    checked = check_config(UnlearnConfig(concept=concept, kind=kind, iterations=iterations, adversarial=adversarial), model)
+    checked = check_config(UnlearnConfig(concept=concept, kind=kind, also=tuple(also), schedule=schedule, iterations=iterations,
+                                         adversarial=adversarial), model)
     config = checked.config
-    scored = model.domain.scoreable(config.concept, config.kind)
-    train_share, grid_share = (0.6, 0.7) if scored else (0.9, 1.0)
+    measured = [(p.concept, p.kind) for p in checked.parts if model.domain.scoreable(p.concept, p.kind)]
+    erased = [p.concept for p in checked.parts]
+    train_share, grid_share = (0.6, 0.7) if measured else (0.9, 1.0)
     erasing = phase(on_progress, 0.0, train_share, "Erasing")
+    sizes = {"n_erase": n_erase, "n_retain": n_retain, "should_stop": should_stop}
 
     def trained(p: Progress) -> None:
         if on_iteration is not None:
             on_iteration(p)
         erasing(p)
 
-    def base_side() -> tuple[dict, EvalReport | None]:
+    def base_side() -> tuple[dict, list[EvalReport]]:
         grids = comparison_grids(model, None, config.concept, kind=config.kind)
-        report = evaluate_edit(model, None, config.concept, n_erase=n_erase, n_retain=n_retain, should_stop=should_stop,
-                               kind=config.kind) if scored else None
-        return grids, report
+        return grids, evaluate_each(model, None, measured, erased, **sizes)
 
     with ThreadPoolExecutor(1, thread_name_prefix="quick-base") as pool:
         base = pool.submit(base_side)
@@ -114,20 +122,19 @@ def quick_erase(
             on_trained(result)
         on_progress(Step(train_share, "Drawing before/after images"))
         try:
-            base_grids, base_report = base.result()
+            base_grids, base_reports = base.result()
         except EvaluationCancelled as exc:
             raise EditKept(f"{exc}; the edit itself is kept") from None
     edited = apply(result) if apply is not None else result.apply(model)
     grids = comparison_grids(model, edited, config.concept, base=base_grids, kind=config.kind)
     out = QuickErase(result, grids, grid_change(grids))
-    if scored:
+    if measured:
         try:
-            out.report = evaluate_edit(model, edited, config.concept, n_erase=n_erase, n_retain=n_retain,
-                                       on_progress=phase(on_progress, grid_share, 1.0, "Measuring"),
-                                       should_stop=should_stop, base=base_report, kind=config.kind)
+            out.reports = evaluate_each(model, edited, measured, erased, on_progress=phase(on_progress, grid_share, 1.0, "Measuring"),
+                                        bases=base_reports, **sizes)
         except EvaluationCancelled as exc:
             raise EditKept(f"{exc}; the edit itself is kept") from None
-        out.verdict = verdict(out.report)
+        out.verdicts = [verdict(report) for report in out.reports]
     return out
 
 
@@ -169,9 +176,10 @@ def compare(
         done += 1
         if measure:
             measuring = phase(on_progress, done / phases, (done + 1) / phases, f"{label}: measuring")
+            others = tuple(c.concept.strip().lower() for c in result.others)  # a multi-concept edit's other concepts stay out of the prompts
             report = evaluate_edit(model, edited, first.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measuring,
-                                   should_stop=should_stop, kind=kind, neighbours=neighbours,
-                                   base=next(iter(out.reports.values()), None))
+                                   should_stop=should_stop, kind=kind, neighbours=neighbours, also_erased=others,
+                                   base=next((r for r in out.reports.values() if r.also_erased == others), None))
             out.reports[label], out.verdicts[label] = report, verdict(report)
             done += 1
     if kind == "nudity" and model.domain.blur_nudity:

@@ -20,7 +20,9 @@ for 40 iterations of cross-attention 0.055 and 0.164; lr 1e-2 for 40 iterations 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 
@@ -63,10 +65,26 @@ class SanityReport:
         return cls(float(data["change"]), tuple(data["prompts"]), float(data.get("limit", MAX_CHANGE)))
 
 
+def neutral_prompts(model: LoadedModel, concepts: Sequence[str]) -> list[str]:
+    """The domain's neutral prompts of the first concept; with several, those of each concept in
+    turn that name none of them, as many as one concept has."""
+    first = model.domain.neutral_prompts(concepts[0])
+    if len(concepts) == 1:
+        return first
+    named = re.compile(r"\b(" + "|".join(re.escape(c.strip()) for c in concepts) + r")\b", re.IGNORECASE)
+    pool = [p for c in concepts for p in model.domain.neutral_prompts(c) if not named.search(p)]
+    if not pool:
+        raise ValueError(f"every neutral prompt names one of {', '.join(concepts)}: nothing left to check the edit on")
+    return pool[: len(first)]
+
+
 @torch.no_grad()
-def sanity_check(model: LoadedModel, edited_unet, concept: str, guidance: float = 3.0, seed: int = 0) -> SanityReport:
-    """Compare the edited UNet with the unedited one on neutral prompts (see the module docstring)."""
-    prompts = model.domain.neutral_prompts(concept)
+def sanity_check(model: LoadedModel, edited_unet, concept: str, guidance: float = 3.0, seed: int = 0,
+                 also: Sequence[str] = ()) -> SanityReport:
+    """Compare the edited UNet with the unedited one on neutral prompts (see the module docstring).
+    also: further concepts the edit erased; the prompts name none of them (a change there is the
+    edit working, not damage)."""
+    prompts = neutral_prompts(model, (concept, *also))
     sampler = Sampler(model, NUM_STEPS, guidance)
     cond = encode_prompts(model, prompts)
     x = sampler.initial_latents([seed + i for i in range(len(prompts))])

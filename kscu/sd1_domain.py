@@ -106,30 +106,37 @@ class SD1Domain(Domain):
             raise ValueError(f"kind {kind!r} is unknown on this model; choose one of {', '.join(TRAIN_TEMPLATES)}")
         return kind
 
-    def _context_values(self, rng: random.Random) -> dict[str, str]:
-        return {"subject": rng.choice(self.lists["subjects"]), "colour": rng.choice(self.lists["colours"]),
-                "style": rng.choice(self.lists["styles"]), "person": rng.choice(PEOPLE)}
+    def _context_values(self, rng: random.Random, avoid: frozenset[str] = frozenset()) -> dict[str, str]:
+        """A subject, colour, style and person to phrase a prompt around, none of them in `avoid` (lower case)."""
+        def pick(values: Sequence[str]) -> str:
+            return rng.choice([v for v in values if v.lower() not in avoid] or list(values))
 
-    def training_pairs(self, concept: str, kind: str, anchor: str | None, count: int = 64, seed: int = 0) -> list[ConceptPair]:
+        return {"subject": pick(self.lists["subjects"]), "colour": pick(self.lists["colours"]),
+                "style": pick(self.lists["styles"]), "person": pick(PEOPLE)}
+
+    def training_pairs(self, concept: str, kind: str, anchor: str | None, count: int = 64, seed: int = 0,
+                       avoid: Sequence[str] = ()) -> list[ConceptPair]:
         concept = concept.strip()
         if not concept:
             raise ValueError("the concept is empty: type the word or phrase to erase")
         templates = TRAIN_TEMPLATES[self._kind(concept, kind)]
         rng = random.Random(seed)
+        avoided = frozenset(a.strip().lower() for a in avoid)
         pairs = []
         for i in range(count):
             prompt, without = templates[i % len(templates)]
-            values = self._context_values(rng)
+            values = self._context_values(rng, avoided)
             pairs.append(ConceptPair(_fill(prompt, {**values, "c": concept}),
                                      _fill(prompt, {**values, "c": anchor}) if anchor else _fill(without, values)))
         return pairs
 
-    def preserve_prompts(self, preserve: Sequence[str], kind: str, count: int = 64, seed: int = 0) -> list[str]:
+    def preserve_prompts(self, preserve: Sequence[str], kind: str, count: int = 64, seed: int = 0,
+                         avoid: Sequence[str] = ()) -> list[str]:
         prompts: list[str] = []
         for i, text in enumerate(t.strip() for t in preserve):
             if text:
                 per = max(1, count // max(1, len(preserve)))
-                prompts += [p.prompt for p in self.training_pairs(text, kind, None, count=per, seed=seed + 1 + i)]
+                prompts += [p.prompt for p in self.training_pairs(text, kind, None, count=per, seed=seed + 1 + i, avoid=avoid)]
         return prompts
 
     def default_neighbours(self, concept: str, kind: str | None) -> list[str]:
@@ -157,7 +164,7 @@ class SD1Domain(Domain):
         return [p for p in GENERIC_PROMPTS if text not in p.lower()][:4]
 
     def evaluation_plan(self, concept: str, kind: str | None, neighbours: Sequence[str] | None,
-                        n_erase: int, n_retain: int, seed: int) -> EvalPlan:
+                        n_erase: int, n_retain: int, seed: int, avoid: Sequence[str] = ()) -> EvalPlan:
         concept = concept.strip()
         if not concept:
             raise ValueError("the concept is empty: type the word or phrase that was erased")
@@ -165,7 +172,8 @@ class SD1Domain(Domain):
             raise ValueError("n_erase and n_retain must be at least 1")
         kind = self._kind(concept, kind)
         others = [n.strip() for n in (neighbours if neighbours is not None else self.default_neighbours(concept, kind)) if n.strip()]
-        others = [n for n in dict.fromkeys(others) if n.lower() != concept.lower()]
+        context_avoid = frozenset(a.strip().lower() for a in avoid)
+        others = [n for n in dict.fromkeys(others) if n.lower() not in context_avoid | {concept.lower()}]
         if not others:
             raise ValueError(f"no neighbours to measure what {concept!r} leaves intact: name a few concepts of the same kind")
         context = {group: self.lists[name] for group, name in CONTEXT[kind].items()}
@@ -176,7 +184,7 @@ class SD1Domain(Domain):
         def build(values: list[str], seeds: list[int]) -> PromptSet:
             prompts, asked = [], {g: [] for g in groups}
             for value in values:
-                fill = {**self._context_values(rng), "c": value}
+                fill = {**self._context_values(rng, context_avoid - {value.lower()}), "c": value}
                 prompts.append(_fill(rng.choice(TEST_TEMPLATES[kind]), fill))
                 asked[kind].append(value)
                 for group in context:

@@ -12,6 +12,10 @@ Optional (config.preserve, not in the paper): + w * MSE(eps*(y_k, t, p), eps(y_k
 prompt p to keep, y_k on its own trajectory sampled like x_k (reused the same way).
 Optional (config.adversarial, not in the paper): + MSE(eps*(x_k, t, c_adv), target_c), c_adv the
 prompt with prefix tokens that kscu.adversarial keeps attacking the model being tuned with.
+Several concepts (config.also, not in the paper's single-concept loop): one ConceptObjective per
+concept, each with its own preset's window, phrasings, pool and random streams, over one tuned UNet
+and one Adam; config.schedule orders their iterations (in turn, as the authors' multi-concept code
+walks each window, or interleaved).
 The base UNet is never touched: a copy is tuned and only its changed tensors are returned.
 """
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Progress:
     loss: float
     elapsed: float
     unet: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+    concept: str = ""
+    """The concept this iteration trained, in a job that erases several (else empty)."""
 
     @property
     def fraction(self) -> float:
@@ -67,7 +73,8 @@ class Progress:
 
     @property
     def message(self) -> str:
-        return f"iteration {self.iteration} of {self.iterations}, loss {self.loss:.4g}"
+        on = f" ({self.concept})" if self.concept else ""
+        return f"iteration {self.iteration} of {self.iterations}{on}, loss {self.loss:.4g}"
 
     @property
     def eta(self) -> float | None:
@@ -92,6 +99,15 @@ class UnlearnResult:
     """What the settings check found worth saying but not worth refusing (e.g. a cut-off concept)."""
     sanity: SanityReport | None = None
     """The check after training (kscu.sanity): did the model survive on prompts without the concept?"""
+    others: list[UnlearnConfig] = field(default_factory=list)
+    """The further concepts' resolved configs (config.also, in order), each with its own preset."""
+    trained_concepts: list[int] = field(default_factory=list)
+    """With several concepts: per iteration, which one it trained (an index into `configs`)."""
+
+    @property
+    def configs(self) -> list[UnlearnConfig]:
+        """Every erased concept's config, the first one first."""
+        return [self.config, *self.others]
 
     def apply(self, model: LoadedModel):
         """A copy of the base UNet with this edit applied (the base stays as it was)."""
@@ -171,6 +187,91 @@ def row_steps(cfg: UnlearnConfig, iterations: int) -> list[list[int]]:
     return [[k] * rows for k in key_step_table(iterations, cfg.start_step, cfg.num_steps, cfg.end_step)]
 
 
+STREAM_STRIDE = 1_000_003
+"""Offset between the choice streams of the concepts of one job (concept n: seed + n * this), so
+two concepts never draw their phrasings and pool entries in step; the first concept's streams are
+a single-concept run's. (The trajectories' noise seeds come from config.seed alone: two concepts
+start from the same noise, under different prompts.)"""
+
+
+def schedule_order(lengths: Sequence[int], schedule: str) -> list[tuple[int, int]]:
+    """(concept, its iteration) for every iteration of a job. in_turn: concept 0's iterations, then
+    concept 1's, ...; interleaved: merged so each concept's share of the iterations done so far
+    stays even (equal lengths alternate 0, 1, 0, 1, ...). One concept: its iterations in order."""
+    if schedule == "in_turn":
+        return [(n, j) for n, length in enumerate(lengths) for j in range(length)]
+    if schedule == "interleaved":
+        return sorted(((n, j) for n, length in enumerate(lengths) for j in range(length)),
+                      key=lambda item: ((item[1] + 0.5) / lengths[item[0]], item[0]))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class ConceptObjective:
+    """One erased concept's share of a job: its phrasings, prompts to keep, key-step table, where
+    its x_k come from (kscu.trajectories), its adversary, and its loss at one of its iterations.
+    A job with several concepts holds one per concept over one tuned UNet and one optimizer."""
+
+    def __init__(self, model: LoadedModel, cfg: UnlearnConfig, sampler: Sampler, frozen, embed: Callable[[str], torch.Tensor],
+                 index: int = 0, check: Callable[[], None] | None = None, avoid: Sequence[str] = ()) -> None:
+        """avoid: the job's other erased concepts; no phrasing or kept prompt of this one names them."""
+        stream = cfg.seed + STREAM_STRIDE * index
+        self.model, self.cfg, self.sampler, self.frozen, self.embed = model, cfg, sampler, frozen, embed
+        self.rng = random.Random(stream)
+        self.table = row_steps(cfg, cfg.iterations)
+        self.pairs = model.domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed, avoid=avoid)
+        self.keep = model.domain.preserve_prompts(cfg.preserve, cfg.kind, seed=cfg.seed, avoid=avoid)
+        self.keep_rng = random.Random(stream + 1)  # its own stream: without preserve, runs stay as they were
+        self.augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
+        self.erased, self.kept = sources(cfg, sampler, frozen, self.table, self.rng, self.keep_rng, self.pairs, self.keep,
+                                         self.prompts_of, self.texts_of, check)
+        self.up_front = (self.erased.forwards + (self.kept.forwards if self.keep else 0)
+                         if isinstance(self.erased, TrajectoryPool) else 0)  # a pool is drawn here, before any iteration
+        self.empty = embed("").expand(cfg.trajectories, -1, -1)
+        self.adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None
+
+    def prompts_of(self, rows: Sequence[ConceptPair]) -> torch.Tensor:
+        return torch.cat([self.embed(pair.prompt) for pair in rows])
+
+    def texts_of(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.cat([self.embed(text) for text in texts])
+
+    def loss(self, j: int, tuned) -> tuple[torch.Tensor, int]:
+        """The loss at this concept's iteration j (module docstring) and the UNet images it used."""
+        cfg, model, frozen, batch, empty = self.cfg, self.model, self.frozen, self.cfg.trajectories, self.empty
+        ks = self.table[j]
+        t = self.sampler.timesteps[ks]
+        rows, c, x, used = self.erased.sample(tuned, ks, lambda: self.rng.choice(self.pairs), self.prompts_of)
+        plain = all(pair.anchor == "" for pair in rows)
+        with torch.no_grad(), model.autocast():
+            conds = [c, empty] if plain else [c, empty, torch.cat([self.embed(pair.anchor) for pair in rows])]
+            eps = frozen(torch.cat([x] * len(conds)).to(model.dtype), t.repeat(len(conds)),
+                         encoder_hidden_states=torch.cat(conds).to(model.dtype)).sample.float()
+            used += len(eps)
+            e_c, e_0 = eps[:batch], eps[batch : 2 * batch]
+            target_c, target_0 = targets(e_c, e_0, e_0 if plain else eps[2 * batch :], t, cfg.eta)
+        c_tilde = c
+        if j >= self.augment_from:
+            c_tilde = (torch.cat([self.embed(augment_prompt(pair.prompt, cfg.concept, self.rng)) for pair in rows])
+                       + AUGMENT_NOISE * torch.randn_like(c))
+        with model.autocast():
+            if cfg.lambda2 > 0:
+                pred = tuned(torch.cat([x, x]), t.repeat(2), encoder_hidden_states=torch.cat([c_tilde, empty])).sample.float()
+                loss = kscu_loss(pred[:batch], pred[batch:], target_c, target_0, cfg.lambda2)
+            else:
+                pred = tuned(x, t, encoder_hidden_states=c_tilde).sample.float()
+                loss = kscu_loss(pred, None, target_c, target_0, 0.0)
+            used += len(pred)
+        if self.adversary is not None:
+            prompts = [pair.prompt for pair in rows]
+            used += self.adversary.update(j, tuned, x, t, prompts, e_c) + batch
+            loss = loss + self.adversary.erase_loss(tuned, x, t, prompts, target_c)
+        if self.keep:
+            _, keep_cond, y, kept_used = self.kept.sample(tuned, ks, lambda: self.keep_rng.choice(self.keep), self.texts_of)
+            loss = loss + cfg.preserve_weight * preservation_loss(model, tuned, y, t, keep_cond)
+            used += kept_used + 2 * batch
+        return loss, used
+
+
 def unlearn(
     model: LoadedModel,
     config: UnlearnConfig | CheckedConfig,
@@ -181,19 +282,15 @@ def unlearn(
 
     A request (UnlearnConfig) is checked and resolved first (kscu.validation: ConfigError names the
     wrong setting); a CheckedConfig is used as it is. A run that diverges stops with
-    UnlearnDiverged (kscu.divergence); a finished one carries a sanity check.
+    UnlearnDiverged (kscu.divergence); a finished one carries a sanity check. Several concepts
+    (config.also) train one UNet, each with its own preset's window, in config.schedule's order.
     """
     checked = config if isinstance(config, CheckedConfig) else check_config(config, model)
     cfg = checked.config
     for warning in checked.warnings:
         warnings.warn(warning, ConfigWarning, stacklevel=2)
-    rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     sampler = Sampler(model, cfg.num_steps, cfg.guidance)
-    table = row_steps(cfg, cfg.iterations)
-    pairs = model.domain.training_pairs(cfg.concept, cfg.kind, cfg.anchor, seed=cfg.seed)
-    keep = model.domain.preserve_prompts(cfg.preserve, cfg.kind, seed=cfg.seed)
-    keep_rng = random.Random(cfg.seed + 1)  # its own stream: without preserve, runs stay as they were
     embeddings: dict[str, torch.Tensor] = {}
 
     def embed(text: str) -> torch.Tensor:
@@ -203,85 +300,59 @@ def unlearn(
 
     frozen = model.unet
     tuned = copy.deepcopy(frozen).float()
-    names = set(trainable_names(tuned, cfg.params))
+    names = set().union(*(trainable_names(tuned, part.params) for part in checked.parts))
     trained = {}
     for name, p in tuned.named_parameters():
         p.requires_grad_(name in names)
         if name in names:
             trained[name] = p
     optimizer = torch.optim.Adam(trained.values(), lr=cfg.lr)
-    guard = DivergenceGuard({name: p for name, p in frozen.named_parameters() if name in names}, cfg.lr)
+    guard = DivergenceGuard({name: p for name, p in frozen.named_parameters() if name in names}, max(p.lr for p in checked.parts))
     # fp16 gradients of an MSE over a whole latent are tiny per element and underflow without
     # loss scaling (measured on a GPU: 2 % of them exactly zero, the edit 28 % off the float32
     # one; with scaling 3 %: scripts/cuda_precision.py). bf16 has float32's range and needs none.
     # A step whose scaled gradients overflow is skipped and the scale lowered, as GradScaler does.
     scaler = torch.amp.GradScaler("cuda", enabled=model.half_on_cuda and model.dtype == torch.float16)
-    augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
-    result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family, warnings=list(checked.warnings))
+    result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family, warnings=list(checked.warnings),
+                           others=list(checked.others))
     start = time.time()
-    batch = cfg.trajectories
-
-    def prompts_of(rows: Sequence[ConceptPair]) -> torch.Tensor:
-        return torch.cat([embed(pair.prompt) for pair in rows])
-
-    def texts_of(texts: Sequence[str]) -> torch.Tensor:
-        return torch.cat([embed(text) for text in texts])
 
     def check_pool() -> None:
         if should_stop is not None and should_stop():
             raise UnlearnCancelled("cancelled while drawing the trajectory pool, before training; the base model is unchanged")
 
-    erased, kept = sources(cfg, sampler, frozen, table, rng, keep_rng, pairs, keep, prompts_of, texts_of, check_pool)
-    if isinstance(erased, TrajectoryPool):  # drawn up front
-        result.unet_forwards += erased.forwards + (kept.forwards if keep else 0)
-    empty = embed("").expand(batch, -1, -1)
-    adversary = Adversary(model, cfg.concept, cfg.seed) if cfg.adversarial else None
+    concepts = [part.concept for part in checked.parts]
+    objectives = [ConceptObjective(model, part, sampler, frozen, embed, n, check_pool, [c for c in concepts if c != part.concept])
+                  for n, part in enumerate(checked.parts)]
+    result.unet_forwards += sum(o.up_front for o in objectives)
+    order = schedule_order([len(o.table) for o in objectives], cfg.schedule)
+    several = len(objectives) > 1
 
-    for i, ks in enumerate(table):
+    for i, (n, j) in enumerate(order):
         if should_stop is not None and should_stop():
-            raise UnlearnCancelled(f"cancelled after {i} of {cfg.iterations} iterations; the base model is unchanged")
-        t = sampler.timesteps[ks]
-        rows, c, x, forwards = erased.sample(tuned, ks, lambda: rng.choice(pairs), prompts_of)
-        plain = all(pair.anchor == "" for pair in rows)
-        with torch.no_grad(), model.autocast():
-            conds = [c, empty] if plain else [c, empty, torch.cat([embed(pair.anchor) for pair in rows])]
-            eps = frozen(torch.cat([x] * len(conds)).to(model.dtype), t.repeat(len(conds)),
-                         encoder_hidden_states=torch.cat(conds).to(model.dtype)).sample.float()
-            result.unet_forwards += forwards + len(eps)
-            e_c, e_0 = eps[:batch], eps[batch : 2 * batch]
-            target_c, target_0 = targets(e_c, e_0, e_0 if plain else eps[2 * batch :], t, cfg.eta)
-        c_tilde = c
-        if i >= augment_from:
-            c_tilde = torch.cat([embed(augment_prompt(pair.prompt, cfg.concept, rng)) for pair in rows]) + AUGMENT_NOISE * torch.randn_like(c)
-        with model.autocast():
-            if cfg.lambda2 > 0:
-                pred = tuned(torch.cat([x, x]), t.repeat(2), encoder_hidden_states=torch.cat([c_tilde, empty])).sample.float()
-                loss = kscu_loss(pred[:batch], pred[batch:], target_c, target_0, cfg.lambda2)
-            else:
-                pred = tuned(x, t, encoder_hidden_states=c_tilde).sample.float()
-                loss = kscu_loss(pred, None, target_c, target_0, 0.0)
-            result.unet_forwards += len(pred)
-        if adversary is not None:
-            prompts = [pair.prompt for pair in rows]
-            result.unet_forwards += adversary.update(i, tuned, x, t, prompts, e_c) + batch
-            loss = loss + adversary.erase_loss(tuned, x, t, prompts, target_c)
-        if keep:
-            _, keep_cond, y, forwards = kept.sample(tuned, ks, lambda: keep_rng.choice(keep), texts_of)
-            loss = loss + cfg.preserve_weight * preservation_loss(model, tuned, y, t, keep_cond)
-            result.unet_forwards += forwards + 2 * batch
+            raise UnlearnCancelled(f"cancelled after {i} of {len(order)} iterations; the base model is unchanged")
+        objective = objectives[n]
+        for group in optimizer.param_groups:
+            group["lr"] = objective.cfg.lr
+        loss, used = objective.loss(j, tuned)
+        result.unet_forwards += used
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         result.unet_backwards += 1
         loss_value = loss.item()
-        guard.check(i + 1, loss_value, trained, last=i + 1 == len(table))
+        guard.check(i + 1, loss_value, trained, last=i + 1 == len(order))
+        step = objective.table[j][0]
         result.losses.append(loss_value)
-        result.steps.append(ks[0])
+        result.steps.append(step)
+        if several:
+            result.trained_concepts.append(n)
         if on_progress is not None:
-            on_progress(Progress(i + 1, cfg.iterations, ks[0], loss_value, time.time() - start, tuned))
+            on_progress(Progress(i + 1, len(order), step, loss_value, time.time() - start, tuned,
+                                 objective.cfg.concept if several else ""))
 
     result.seconds = time.time() - start
-    result.sanity = sanity_check(model, tuned, cfg.concept, cfg.guidance, cfg.seed)
+    result.sanity = sanity_check(model, tuned, cfg.concept, cfg.guidance, cfg.seed, also=cfg.also)
     result.params = {n: p.detach().float().cpu().clone() for n, p in trained.items()}
     return result

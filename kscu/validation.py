@@ -31,6 +31,8 @@ MAX_NUM_STEPS = 1000
 MAX_GUIDANCE = 50.0
 MAX_ETA = 10.0
 MAX_SEED = 2**32 - 1
+MAX_CONCEPTS = 16
+"""Concepts erased in one job; each adds its preset's iterations (and its pool) to the job."""
 
 LABELS = {
     "concept": "concept", "kind": "kind", "method": "method", "iterations": "iterations",
@@ -38,6 +40,7 @@ LABELS = {
     "lr": "learning rate", "params": "parameters", "anchor": "anchor", "guidance": "guidance",
     "eta": "eta", "lambda2": "lambda2", "augment": "augment", "seed": "seed",
     "preserve": "concepts to keep", "preserve_weight": "preservation weight", "adversarial": "robust erasure",
+    "also": "further concepts", "schedule": "schedule",
 }
 """How each UnlearnConfig field is named in messages (the CLI flag is the field with dashes)."""
 
@@ -66,6 +69,13 @@ class CheckedConfig:
 
     config: "UnlearnConfig"
     warnings: tuple[str, ...] = ()
+    others: tuple["UnlearnConfig", ...] = ()
+    """The further concepts' resolved configs (config.also, in order), each with its own preset."""
+
+    @property
+    def parts(self) -> tuple["UnlearnConfig", ...]:
+        """Every erased concept's resolved config, the first one first."""
+        return (self.config, *self.others)
 
 
 def _is_int(value: object) -> bool:
@@ -146,13 +156,34 @@ def validate(config: "UnlearnConfig") -> None:
             raise ConfigError("preserve", f"{config.preserve!r} is not a list of concepts; give e.g. ('dotted', 'checkered'), or () for none")
     _real(config, "preserve_weight", 0.0, 1e3, low_open=True, optional=True,
           advice=" (to turn the preservation term off, keep no concepts instead)")
+    _check_concepts(config)
+
+
+def _check_concepts(config: "UnlearnConfig") -> None:
+    """`also`: a list of texts, none empty, none named twice or equal to `concept`; `schedule` known."""
+    from kscu.config import SCHEDULES
+
+    if isinstance(config.also, str) or not all(isinstance(c, str) for c in config.also):
+        raise ConfigError("also", f"{config.also!r} is not a list of concepts; give e.g. ('red',), or () for none")
+    seen = {config.concept.strip().lower()}
+    for concept in config.also:
+        if not concept.strip():
+            raise ConfigError("also", "one of the further concepts is empty; remove the stray comma")
+        if concept.strip().lower() in seen:
+            raise ConfigError("also", f"{concept.strip()!r} is named twice; erase each concept once")
+        seen.add(concept.strip().lower())
+    if len(seen) > MAX_CONCEPTS:
+        raise ConfigError("also", f"{len(seen)} concepts in one job; erase at most {MAX_CONCEPTS} at a time")
+    if config.schedule not in SCHEDULES:
+        raise ConfigError("schedule", f"{config.schedule!r} is unknown; choose {' or '.join(SCHEDULES)}")
 
 
 def check_config(config: "UnlearnConfig", model: "LoadedModel") -> CheckedConfig:
     """`validate`, then the model's presets filled in and checked (UnlearnConfig.resolve), then the
     texts against the tokenizer's length. The one entry point every caller uses before training."""
-    resolved = config.resolve(model.domain)
-    return CheckedConfig(resolved, tuple(length_warnings(resolved, model)))
+    first, *others = config.parts(model.domain)
+    warnings = [w for part in (first, *others) for w in length_warnings(part, model)]
+    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others))
 
 
 def length_warnings(config: "UnlearnConfig", model: "LoadedModel") -> list[str]:

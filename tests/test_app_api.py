@@ -204,6 +204,17 @@ def test_quick_erase_runs_the_preset_path_in_one_call(client):
     assert "UA" in [row[0] for row in value_of(table)["data"]]
 
 
+def test_quick_erase_of_two_concepts_measures_each(client):
+    client.predict("dotted", None, False, ["dark"], api_name="/quick_erase")
+    progress, _, _, table, summary = finished(client, "/quick_erase_status")
+    assert "<b>Finished</b>" in progress
+    assert "Erased *dotted* (style) with KSCU: 20 iterations" in summary and "*dark* (background): 20 iterations" in summary
+    assert "each concept's test prompts name none of the others erased" in summary
+    table = value_of(table)
+    assert table["headers"][0] == "erased concept"
+    assert {row[0] for row in table["data"]} == {"dotted", "dark"} and ["dark", "UA"] in [row[:2] for row in table["data"]]
+
+
 @pytest.mark.parametrize("api_name, args, message", [
     ("/start_unlearning", ("",) + unlearn_args()[1:], "Type or choose the concept"),
     ("/start_unlearning", ("a cat",) + unlearn_args()[1:2] + ("kscu", 20, 3e-4, "xattn", "", "", 0, 50, 40, 30, 2), "window start 40 is not before its end 30"),

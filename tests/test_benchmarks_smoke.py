@@ -18,7 +18,7 @@ from kscu.evaluation import evaluate_edit  # noqa: E402
 from kscu.trainer import unlearn  # noqa: E402
 
 DEMO_SCRIPTS = ["kscu_vs_esd", "window_ablation", "influence_cost", "end_to_end", "preset_sweep", "soak", "safety_checks", "red_team", "retention",
-                "lora_rank"]
+                "lora_rank", "multi_concept"]
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -191,7 +191,8 @@ def test_quick_erase_recipe_on_the_demo_domain(micro_demo):
                       on_trained=trained.append)
     assert out.result.config.kind == "object", "the kind comes from the domain, not the style preset"
     assert trained == [out.result] and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
-    assert out.report is not None and out.report.after is not None and out.verdict is not None
+    [report], [checks] = out.reports, out.verdicts
+    assert report.after is not None and checks is not None
     assert out.grids["prompts"][0].count("star") == 1 and out.change.images == len(out.grids["prompts"]) * len(out.grids["seeds"])
     json.dumps(out.to_dict())
 
@@ -219,8 +220,9 @@ def test_the_generic_path_runs_every_recipe(generic_micro):
     assert generic_micro.family == "sd1" and isinstance(generic_micro.domain.judge, ClipJudge)
     out = quick_erase(generic_micro, "striped", iterations=2, n_erase=4, n_retain=4)
     assert out.result.config.kind == "style" and out.result.config.preserve == (), "no demo preset knowledge"
-    assert out.report is not None and set(out.report.before["cra"]) == {"subject", "colour"}
-    assert "clip_score" in out.report.before and out.report.judge.startswith("CLIP")
+    [report] = out.reports
+    assert set(report.before["cra"]) == {"subject", "colour"}
+    assert "clip_score" in report.before and report.judge.startswith("CLIP")
     esd = unlearn(generic_micro, UnlearnConfig("striped", method="esd", iterations=2))
     both = compare(generic_micro, {"KSCU": out.result, "ESD": esd}, seeds=[0, 1], n_erase=4, n_retain=4)
     assert set(both.reports) == set(both.changes) == set(both.verdicts) == {"KSCU", "ESD"}
@@ -280,11 +282,12 @@ def test_quick_erase_compare_and_causal_influence_on_the_generic_path(generic_sh
 
     out = quick_erase(generic_shipped, "striped", iterations=20, n_erase=24, n_retain=24)
     assert out.result.config.kind == "style" and out.result.config.lr == 1e-5, "the paper's SD1.4 preset"
-    assert out.report.before["detection_rate"] >= 0.8, "the CLIP judge sees the stripes the base model draws"
-    assert set(out.report.before["cra"]) == {"subject", "colour"} and out.verdict is not None
+    [report] = out.reports
+    assert report.before["detection_rate"] >= 0.8, "the CLIP judge sees the stripes the base model draws"
+    assert set(report.before["cra"]) == {"subject", "colour"} and len(out.verdicts) == 1
     assert out.grids["prompts"][0] == "striped" and out.change.neighbour_ssim is not None
     both = compare(generic_shipped, {"KSCU": out.result}, seeds=[0, 1], n_erase=24, n_retain=24)
-    assert both.reports["KSCU"].before == out.report.before, "same prompts and seeds, same base readings"
+    assert both.reports["KSCU"].before == report.before, "same prompts and seeds, same base readings"
     report = analyze(generic_shipped, "striped", num_steps=10, seeds=2, causal_seeds=8, switch_points=5)
     until = report.curve("causal_until")
     assert until is not None and until.value[-1] - until.value[0] >= 0.5, "full concept vs anchor only: the judge sees the difference"

@@ -18,7 +18,7 @@ from kscu.config import UnlearnConfig
 from kscu.domain import Domain, default_domain
 from kscu.jobs import JobBusy
 from kscu.models import LoadedModel
-from kscu.validation import check_config
+from kscu.validation import CheckedConfig, check_config
 from ui.poll_timer import PollTimer
 from ui.state import METHOD_NAMES, WorkbenchState
 
@@ -67,13 +67,13 @@ def hide_server_paths(text: str) -> str:
     return _SERVER_PATH.sub(file_name, text)
 
 
-def checked_config(config: UnlearnConfig, model: LoadedModel) -> UnlearnConfig:
-    """The config resolved and checked (kscu.validation: a wrong setting raises with its name),
-    its warnings shown as message boxes."""
+def check_request(config: UnlearnConfig, model: LoadedModel) -> CheckedConfig:
+    """The request resolved and checked, every concept's part (kscu.validation: a wrong setting
+    raises with its name), its warnings shown as message boxes."""
     checked = check_config(config, model)
     for warning in checked.warnings:
         gr.Warning(warning)
-    return checked.config
+    return checked
 
 
 def edit_choices(state: WorkbenchState) -> list[tuple[str, str]]:
@@ -81,7 +81,8 @@ def edit_choices(state: WorkbenchState) -> list[tuple[str, str]]:
     concept. All are always offered (a choice that is not there yet says so when used), so API
     clients, which see the choices the page was built with, can name any."""
     state.adopt_finished()
-    return [(f"last {name} edit ({state.results[m].config.concept if m in state.results else 'none yet'})", m) for m, name in METHOD_NAMES.items()]
+    return [(f"last {name} edit ({', '.join(state.results[m].config.concepts) if m in state.results else 'none yet'})", m)
+            for m, name in METHOD_NAMES.items()]
 
 
 def kept_edits(state: WorkbenchState) -> gr.CheckboxGroup:

@@ -24,6 +24,7 @@ from ui.state import METHOD_NAMES, WorkbenchState, edit_key
 def metadata(result: UnlearnResult) -> dict:
     """What the edit file records, in the order a reader wants it."""
     return {"concept": result.config.concept, "kind": result.config.kind, "method": result.config.method,
+            "concepts": [f"{c.concept} ({c.kind})" for c in result.configs],
             "base_model": result.base_source, "base_hash": result.base_hash, "family": result.family,
             "seconds": round(result.seconds, 1), "tensors": len(result.params),
             "unet_forwards": result.unet_forwards, "unet_backwards": result.unet_backwards,
@@ -111,7 +112,7 @@ def load(state: WorkbenchState, upload: str | None, concept: str = "") -> tuple[
     state.keep_result(result)
     name = METHOD_NAMES[edit_key(result.config)]
     article = "an" if name[0] in "aeiou" else "a"
-    return metadata(result), (f"Loaded {article} {name} edit of *{result.config.concept}*: it is now the current edit for Compare, "
+    return metadata(result), (f"Loaded {article} {name} edit of *{', '.join(result.config.concepts)}*: it is now the current edit for Compare, "
                               "Red team and Export.")
 
 
@@ -152,7 +153,7 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column():
             gr.Markdown("#### Load an earlier edit, or one made elsewhere")
             upload = gr.File(label="Edit file", file_types=[".safetensors"], type="filepath")
-            concept = gr.Textbox(label="Concept it erased", placeholder="e.g. striped",
+            concept = gr.Textbox(label="Concept it erased", placeholder="e.g. striped (a comma list if several)",
                                  info="Needed for a LoRA or a file of UNet tensors made outside the workbench; ours say it themselves.")
             load_button = gr.Button("Load this edit")
             message = gr.Markdown(label="Message", show_label=False)

@@ -34,14 +34,16 @@ img { image-rendering: pixelated; }
 
 
 def domain_updates(state: WorkbenchState) -> tuple:
-    """Concept examples and kinds of the loaded model's domain, for every tab that offers them."""
+    """Concept examples and kinds of the loaded model's domain, for every tab that offers them
+    (the "also erase" multi-selects last)."""
     domain = domain_of(state)
     kinds = kinds_for(domain)
     concepts = concept_choices(domain)
     first = "style" if "style" in kinds else kinds[0]
     return (gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value=None),
             gr.Dropdown(choices=concepts, value=[]), gr.Dropdown(choices=["auto"] + kinds, value="auto"),
-            gr.Radio(choices=kinds, value=first), gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value=first))
+            gr.Radio(choices=kinds, value=first), gr.Dropdown(choices=concepts, value=None), gr.Dropdown(choices=kinds, value=first),
+            gr.Dropdown(choices=concepts, value=[]), gr.Dropdown(choices=concepts, value=[]))
 
 
 def use_window(kind: str, num_steps: float, start: float, end: float, iterations: float) -> tuple:
@@ -81,7 +83,8 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
             with gr.Tab("Export", id="export") as export_page:
                 export = export_tab.build(state)
 
-        domain_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"]]
+        domain_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"],
+                          quick["also"], unlearn["also"]]
         # Progress (and a failure's badge) show in a status area under the button, not on the summary
         # of the model that stays loaded; the message itself comes as a message box.
         model["load"].click(

@@ -15,9 +15,9 @@ from kscu.config import UnlearnConfig
 from kscu.jobs import Job, JobCancelled
 from kscu.models import LoadedModel
 from kscu.recipes import EditKept, QuickErase, quick_erase
-from ui.common import (POLL_SECONDS, PollTimer, cancel_job, checked_config, clean_concept, concept_choices, domain_of, duration, friendly,
+from ui.common import (POLL_SECONDS, PollTimer, cancel_job, check_request, clean_concept, concept_choices, domain_of, duration, friendly,
                        image_panel, kind_of, kinds_for, progress_html, resolve_kind, timer_state)
-from ui.results import change_sentence, grid_image, metrics_table, needs_blur, reading, sanity_sentence, unscored_note
+from ui.results import change_sentence, concepts_table, grid_image, needs_blur, reading, sanity_sentence, unscored_note
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
 from ui.state import WorkbenchState
 
@@ -37,7 +37,7 @@ def _work(state: WorkbenchState, model: LoadedModel, config: UnlearnConfig, job:
     (state.keep_result), and the edited UNet comes from the state's cache (Compare reuses it)."""
     try:
         return quick_erase(
-            model, config.concept, config.kind, iterations=config.iterations, adversarial=config.adversarial,
+            model, config.concept, config.kind, also=config.also, iterations=config.iterations, adversarial=config.adversarial,
             n_erase=state.quick.n_erase, n_retain=state.quick.n_retain,
             on_progress=job.report, on_iteration=lambda p: job.add_loss(p.iteration, p.step_index, p.loss),
             on_trained=state.keep_result, should_stop=lambda: job.cancel_requested, apply=state.edited_unet,
@@ -46,15 +46,20 @@ def _work(state: WorkbenchState, model: LoadedModel, config: UnlearnConfig, job:
         raise JobCancelled(f"{exc} (Compare, Export)") from None
 
 
-def erase(state: WorkbenchState, concept: str | None, kind: str | None, robust: bool = False) -> tuple:
+def erase(state: WorkbenchState, concept: str | None, kind: str | None, robust: bool = False, also: list[str] | None = None) -> tuple:
     """Start the quick erase job; returns the progress display, the polling timer, and cleared
-    results (the last erase's images must not pass for this one's)."""
+    results (the last erase's images must not pass for this one's). also: further concepts erased
+    in the same job, each with its own kind's preset."""
     model = state.require_model()
     concept = clean_concept(concept)
     kind = resolve_kind(concept, kind, model.domain)
-    config = checked_config(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations, adversarial=bool(robust)), model)
+    checked = check_request(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations, adversarial=bool(robust),
+                                          also=tuple(a.strip() for a in also or () if a.strip())), model)
+    config = checked.config
     how = "robust KSCU" if config.adversarial else "KSCU preset"
-    job = state.submit(PURPOSE, f"erase {concept!r} ({kind}, {how}, {config.iterations} iterations)", partial(_work, state, model, config))
+    erased = ", ".join(f"{part.concept!r} ({part.kind})" for part in checked.parts)
+    iterations = sum(part.iterations for part in checked.parts)
+    job = state.submit(PURPOSE, f"erase {erased} ({how}, {iterations} iterations)", partial(_work, state, model, config))
     return progress_html(job.snapshot()), PollTimer(active=True), None, None, gr.Dataframe(visible=False), ""
 
 
@@ -65,26 +70,33 @@ def status(state: WorkbenchState) -> tuple:
     if snap is None or snap["state"] != "done":
         return progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer_state(snap)
     out: QuickErase = snap["result"]
-    result, grids, report = out.result, out.grids, out.report
+    result, grids, reports = out.result, out.grids, out.reports
     blurred = needs_blur(domain_of(state), result.config.kind)
     cfg = result.config
-    text = [f"**Done in {duration(snap['elapsed'])}.** Erased *{cfg.concept}* ({cfg.kind}) with {'robust ' if cfg.adversarial else ''}KSCU: "
-            f"{cfg.iterations} iterations "
-            f"on steps {cfg.start_step}–{cfg.end_step - 1} of {cfg.num_steps}, learning rate {cfg.lr:g}, {cfg.params} parameters."]
+    how = f" with {'robust ' if cfg.adversarial else ''}KSCU"
+    trained = "; ".join(f"*{c.concept}* ({c.kind}){how if n == 0 else ''}: {c.iterations} iterations on steps {c.start_step}–{c.end_step - 1} "
+                        f"of {c.num_steps}, learning rate {c.lr:g}, {c.params} parameters" for n, c in enumerate(result.configs))
+    text = [f"**Done in {duration(snap['elapsed'])}.** Erased {trained}."]
     if result.sanity is not None:
         text.append(sanity_sentence(result.sanity))
     text.append(change_sentence(out.change))
-    if report is not None:
-        text.append(reading(report))
-        text.append(f"Measured by {report.judge} on {report.n_erase} + {report.n_retain} prompts; the Compare tab can measure on more.")
-    else:
-        text.append(unscored_note(domain_of(state), cfg.concept, cfg.kind))
+    several = len(result.configs) > 1
+    if several:
+        text.append(f"The images show *{cfg.concept}* and its neighbours; the metrics below measure every erased concept.")
+    for report in reports:
+        text.append(reading(report, report.concept if several else ""))
+    if reports:
+        others = " (each concept's test prompts name none of the others erased)" if several else ""
+        text.append(f"Measured by {reports[0].judge} on {reports[0].n_erase} + {reports[0].n_retain} prompts{others}; "
+                    "the Compare tab can measure on more.")
+    measured = {report.concept for report in reports}
+    text += [unscored_note(domain_of(state), c.concept, c.kind) for c in result.configs if c.concept.strip().lower() not in measured]
     if blurred:
         text.append("Images are blurred because they may show nudity; the Compare tab can unblur them.")
     text.append("The edit is kept for the **Compare**, **Red team** and **Export** tabs. *Try to break it* attacks it with learned "
                 "prompt tokens: does the concept come back?")
-    table = (gr.Dataframe(metrics_table({"KSCU": report}), visible=True, label=f"{METRICS_LABEL} ({report.judge})")
-             if report is not None else gr.Dataframe(visible=False))
+    table = (gr.Dataframe(concepts_table(reports, "KSCU"), visible=True, label=f"{METRICS_LABEL} ({reports[0].judge})")
+             if reports else gr.Dataframe(visible=False))
     return (progress, grid_image(grids, "before", blurred), grid_image(grids, "after", blurred), table,
             "\n\n".join(text), timer_state(snap))
 
@@ -102,6 +114,8 @@ def build(state: WorkbenchState) -> dict:
                               info="Pick one or type your own (styles are textures: striped, dotted…).", scale=3)
         kind = gr.Dropdown(kinds_for(domain), value=None, label="Kind of concept",
                            info="Filled in when the model knows the concept; it picks the preset.", scale=2)
+        also = gr.Dropdown(concept_choices(domain), value=[], multiselect=True, allow_custom_value=True, label="Also erase (optional)",
+                           info="More concepts in the same job, each with its own preset.", scale=2)
         with gr.Column(scale=1, min_width=160):
             erase_button = gr.Button("Erase", variant="primary", size="lg")
             cancel_button = gr.Button("Cancel", variant="stop", size="sm")
@@ -118,9 +132,9 @@ def build(state: WorkbenchState) -> dict:
     timer = PollTimer(POLL_SECONDS, active=False)
 
     concept.change(partial(guess_kind, state), concept, kind, api_visibility="private", queue=False)
-    erase_button.click(friendly(partial(erase, state)), [concept, kind, robust], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
+    erase_button.click(friendly(partial(erase, state)), [concept, kind, robust, also], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
     cancel_button.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, [progress, before, after, table, summary, timer],
                api_name="quick_erase_status", concurrency_limit=None, show_progress="hidden")
-    return {"concept": concept, "kind": kind, "progress": progress, "timer": timer, "break": break_button,
+    return {"concept": concept, "kind": kind, "also": also, "progress": progress, "timer": timer, "break": break_button,
             "refresh": (partial(status, state), [progress, before, after, table, summary, timer])}

@@ -3,6 +3,7 @@ show nudity), the metrics table and a plain-language reading of it."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,17 @@ def metrics_table(reports: dict[str, EvalReport]) -> pd.DataFrame:
         table[f"after ({label})"] = [_value(after[row.name]) for row in before]
         table[f"change ({label})"] = [_change(row, after[row.name]) for row in before]
     return pd.DataFrame(table)
+
+
+def concepts_table(reports: Sequence[EvalReport], label: str) -> pd.DataFrame:
+    """metrics_table of one edit, and for an edit that erased several concepts one block of rows
+    per erased concept, its name in a first column (each block's retained rows are its neighbours)."""
+    if len(reports) == 1:
+        return metrics_table({label: reports[0]})
+    blocks = [metrics_table({label: report}) for report in reports]
+    for report, block in zip(reports, blocks):
+        block.insert(0, "erased concept", report.concept)
+    return pd.concat(blocks, ignore_index=True)
 
 
 def _value(row: MetricRow) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
+from typing import Callable
 
 import gradio as gr
 
@@ -13,7 +14,8 @@ from kscu.grids import blur, grid_prompts
 from kscu.importing import IMPORTED
 from kscu.jobs import start_unlearning
 from kscu.plots import loss_figure
-from ui.common import (POLL_SECONDS, PollTimer, cancel_job, checked_config, clean_concept, concept_choices, domain_of, duration, friendly, kind_of,
+from kscu.trainer import UnlearnResult
+from ui.common import (POLL_SECONDS, PollTimer, cancel_job, check_request, clean_concept, concept_choices, domain_of, duration, friendly, kind_of,
                        kinds_for, progress_html, resolve_kind, timer_state, upscale)
 from ui.results import BLUR_SHARE, needs_blur, sanity_cell
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
@@ -21,8 +23,9 @@ from ui.state import METHOD_NAMES, WorkbenchState
 
 PURPOSE = "unlearn"
 METHODS = [("KSCU: key steps only", "kscu"), ("ESD: all steps (baseline)", "esd")]
+SCHEDULE_LABELS = [("each concept's window in turn", "in_turn"), ("interleaved", "interleaved")]
 PARAM_LABELS = [("cross-attention (xattn)", "xattn"), ("all but cross-attention (noxattn)", "noxattn"), ("everything (full)", "full")]
-PREVIEW_HEADING = "#### Previews with the model being tuned: the concept, then a neighbour that must stay"
+PREVIEW_HEADING = "#### Previews with the model being tuned: the concept (and the next one erased), then a neighbour that must stay"
 DEFAULT_KIND = "style"
 """The kind shown first (every domain has it; the first kind otherwise)."""
 PREVIEW_SEEDS = (0, 1)
@@ -74,14 +77,15 @@ def start(state: WorkbenchState, names: list[str], *values) -> tuple[str, PollTi
     inputs["anchor"] = inputs["anchor"] or ""
     inputs["preserve"] = inputs["preserve"] or ""
     request = from_inputs(inputs)
-    config = checked_config(replace(request, kind=resolve_kind(request.concept, request.kind, model.domain)), model)
+    checked = check_request(replace(request, kind=resolve_kind(request.concept, request.kind, model.domain)), model)
+    config = checked.config
     concept = config.concept
-    words = [concept] + neighbours(model.domain, concept, config.kind)[:1]
+    words = [concept, *config.also[:1]] + neighbours(model.domain, concept, config.kind)[:1]
     rows = grid_prompts(model, concept, words[1:], config.kind)
     prompts = [p for p in rows for _ in PREVIEW_SEEDS]
     seeds = list(PREVIEW_SEEDS) * len(rows)
-    every = max(1, config.iterations // max(1, int(previews)))
-    job = state.track(PURPOSE, start_unlearning(state.runner, model, config, prompts, seeds, every,
+    every = max(1, sum(part.iterations for part in checked.parts) // max(1, int(previews)))
+    job = state.track(PURPOSE, start_unlearning(state.runner, model, checked, prompts, seeds, every,
                                                     wrap=gpu(TRAIN_SECONDS)))
     captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
     state.job_info[job.id] = {"config": config, "captions": captions}
@@ -99,11 +103,14 @@ def edits_summary(state: WorkbenchState) -> str:
     methods = [m for m in METHOD_NAMES if m in state.results and state.results[m].config.method != IMPORTED]
     if not methods:
         return "No edit yet."
-    rows = {"concept (kind)": lambda r: f"{r.config.concept} ({r.config.kind})",
-            "iterations": lambda r: str(r.config.iterations),
-            "steps trained": lambda r: f"{r.config.start_step}–{r.config.end_step - 1} of {r.config.num_steps}" if r.config.method == "kscu" else f"all {r.config.num_steps}",
-            "learning rate, parameters": lambda r: f"{r.config.lr:g}, {r.config.params}",
-            "kept (preservation term)": lambda r: ", ".join(r.config.preserve) or "none",
+    def each(cell) -> Callable[[UnlearnResult], str]:  # one value per erased concept, "; " between them
+        return lambda r: "; ".join(cell(c) for c in r.configs)
+
+    rows = {"concept (kind)": each(lambda c: f"{c.concept} ({c.kind})"),
+            "iterations": each(lambda c: str(c.iterations)),
+            "steps trained": each(lambda c: f"{c.start_step}–{c.end_step - 1} of {c.num_steps}" if c.method == "kscu" else f"all {c.num_steps}"),
+            "learning rate, parameters": each(lambda c: f"{c.lr:g}, {c.params}"),
+            "kept (preservation term)": each(lambda c: ", ".join(c.preserve) or "none"),
             "time": lambda r: duration(r.seconds),
             "UNet forward / backward passes": lambda r: f"{r.unet_forwards:,} / {r.unet_backwards:,}",
             "final loss (mean of last 10%)": lambda r: _final_loss(r.losses),
@@ -154,6 +161,10 @@ def build(state: WorkbenchState) -> dict:
             concept = gr.Dropdown(concept_choices(domain), value=None, allow_custom_value=True, label="Concept to erase",
                                   info="Pick one or type your own.")
             kind = gr.Dropdown(kinds, value=first, label="Kind of concept", info="Selects the preset below.")
+            also = gr.Dropdown(concept_choices(domain), value=[], multiselect=True, allow_custom_value=True, label="Also erase (optional)",
+                               info="More concepts in the same job, each with its own kind's preset; the settings below are the first concept's (iterations: each concept's).")
+            schedule = gr.Radio(SCHEDULE_LABELS, value="in_turn", label="Order of the concepts' iterations",
+                                info="Several concepts: each window in turn (as the KSCU authors do), or alternating.")
             method = gr.Radio(METHODS, value="kscu", label="Method", info="ESD ignores the window and samples every step.")
             with gr.Accordion("Advanced settings (the preset's values are filled in)", open=False):
                 with gr.Row():
@@ -203,10 +214,11 @@ def build(state: WorkbenchState) -> dict:
         trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")
     settings = {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "lr": lr, "params": params,
                 "anchor": anchor, "preserve": keep, "seed": seed, "num_steps": num_steps, "start_step": start_step, "end_step": end_step,
-                "previews": previews, "adversarial": robust, "trajectories": trajectories, "pool": pool}
+                "previews": previews, "adversarial": robust, "trajectories": trajectories, "pool": pool, "also": also,
+                "schedule": schedule}
     run.click(friendly(partial(start, state, list(settings))), list(settings.values()), [progress, timer], api_name="start_unlearning", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
     outputs = [progress, loss, preview_heading, gallery, summary, record, timer]
     timer.tick(friendly(partial(status, state)), None, outputs, api_name="unlearn_status", concurrency_limit=None, show_progress="hidden")
-    return {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "num_steps": num_steps,
+    return {"concept": concept, "kind": kind, "also": also, "method": method, "iterations": iterations, "num_steps": num_steps,
             "start": start_step, "end": end_step, "summary": summary, "timer": timer, "refresh": (partial(status, state), outputs)}

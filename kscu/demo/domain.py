@@ -99,7 +99,8 @@ class DemoDomain(Domain):
     def examples(self) -> list[tuple[str, str]]:
         return [(f"{value}  ({KIND_OF_ATTRIBUTE[attribute]})", value) for attribute, values in ATTRIBUTES.items() for value in values]
 
-    def training_pairs(self, concept: str, kind: str, anchor: str | None, count: int = 64, seed: int = 0) -> list[ConceptPair]:
+    def training_pairs(self, concept: str, kind: str, anchor: str | None, count: int = 64, seed: int = 0,
+                       avoid: Sequence[str] = ()) -> list[ConceptPair]:
         concept = concept.strip()
         if not concept:
             raise ValueError("the concept is empty: type the word or phrase to erase, e.g. 'striped'")
@@ -109,9 +110,10 @@ class DemoDomain(Domain):
         if anchor and anchor not in ATTRIBUTES[attribute]:
             raise ValueError(f"anchor {anchor!r} is not a {attribute} of the demo world; choose one of {', '.join(ATTRIBUTES[attribute])}")
         rng = random.Random(seed)
+        avoided = {a.strip().lower() for a in avoid}
         pairs = []
         for _ in range(count):
-            values = {a: rng.choice(v) for a, v in ATTRIBUTES.items()}
+            values = {a: rng.choice([x for x in v if x not in avoided]) for a, v in ATTRIBUTES.items()}
             values[attribute] = concept.lower()
             scene = Scene(**values)
             template = rng.choice(TRAIN_TEMPLATES)
@@ -122,13 +124,14 @@ class DemoDomain(Domain):
             pairs.append(ConceptPair(prompt_for(scene, template), anchor_text))
         return pairs
 
-    def preserve_prompts(self, preserve: Sequence[str], kind: str, count: int = 64, seed: int = 0) -> list[str]:
+    def preserve_prompts(self, preserve: Sequence[str], kind: str, count: int = 64, seed: int = 0,
+                         avoid: Sequence[str] = ()) -> list[str]:
         """A demo-world value ("dotted") becomes sentences in the training phrasing, so the model is
         held to what it drew for them; any other text is used as given."""
         prompts: list[str] = []
         for i, text in enumerate(t.strip() for t in preserve):
             if attribute_of(text.lower()) is not None:
-                prompts += [pair.prompt for pair in self.training_pairs(text, kind, None, count=count, seed=seed + 1 + i)]
+                prompts += [pair.prompt for pair in self.training_pairs(text, kind, None, count=count, seed=seed + 1 + i, avoid=avoid)]
             elif text:
                 prompts.append(text)
         return prompts
@@ -166,10 +169,11 @@ class DemoDomain(Domain):
         return [demo_sentence(word, concept) for word in words][:_SANITY_COUNT]
 
     def evaluation_plan(self, concept: str, kind: str | None, neighbours: Sequence[str] | None,
-                        n_erase: int, n_retain: int, seed: int) -> EvalPlan:
+                        n_erase: int, n_retain: int, seed: int, avoid: Sequence[str] = ()) -> EvalPlan:
         """Every prompt names all four attributes with a held-out template; the retain set cycles
         through the neighbours (default: the other values of the concept's attribute) so each gets
-        n_retain / neighbours prompts. All seeds are distinct, so no image repeats another's noise."""
+        n_retain / neighbours prompts. All seeds are distinct, so no image repeats another's noise.
+        No prompt names a value of `avoid` (the other concepts an edit erased)."""
         concept = concept.strip().lower()
         attribute = attribute_of(concept)
         if attribute is None:
@@ -177,8 +181,12 @@ class DemoDomain(Domain):
             raise ValueError(f"{concept!r} is not a concept of the demo world, so it cannot be scored; choose one of {known}")
         if n_erase < 1 or n_retain < 1:
             raise ValueError("n_erase and n_retain must be at least 1")
-        others = [v for v in ATTRIBUTES[attribute] if v != concept]
+        avoided = {a.strip().lower() for a in avoid}
+        others = [v for v in ATTRIBUTES[attribute] if v != concept and v not in avoided]
         if neighbours is not None:
+            erased = [n for n in neighbours if n.strip().lower() in avoided]
+            if erased:
+                raise ValueError(f"{', '.join(map(repr, erased))} was erased by the same edit, so it cannot be a neighbour that must survive")
             wrong = [n for n in neighbours if n.strip().lower() not in others]
             if wrong:
                 raise ValueError(f"{', '.join(map(repr, wrong))}: the neighbours of {concept!r} must be other {attribute} values ({', '.join(others)})")
@@ -189,7 +197,7 @@ class DemoDomain(Domain):
         def build(values: list[str], seeds: list[int]) -> PromptSet:
             scenes = []
             for value in values:
-                fields = {a: rng.choice(v) for a, v in ATTRIBUTES.items()}
+                fields = {a: rng.choice([x for x in v if x not in avoided]) for a, v in ATTRIBUTES.items()}
                 fields[attribute] = value
                 scenes.append(Scene(**fields))
             prompts = [prompt_for(s, rng.choice(HELD_OUT_TEMPLATES)) for s in scenes]
@@ -198,4 +206,4 @@ class DemoDomain(Domain):
         erase = build([concept] * n_erase, seeds[:n_erase])
         retain = build([others[i % len(others)] for i in range(n_retain)], seeds[n_erase:])
         groups = {attribute: ATTRIBUTES[attribute], **{a: v for a, v in ATTRIBUTES.items() if a != attribute}}
-        return EvalPlan(concept, attribute, groups, erase, retain)
+        return EvalPlan(concept, attribute, groups, erase, retain, tuple(others))
