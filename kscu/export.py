@@ -217,10 +217,14 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = F
     return file
 
 
+def slug(text: str, empty: str = "concept") -> str:
+    """`text` as a file-name-safe part (lower case, dashes, at most 40 characters)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:40].strip("-") or empty
+
+
 def edit_stem(result: UnlearnResult) -> str:
     """A file name stem that says what an edit is: kscu-<concept slug>-<method>."""
-    slug = re.sub(r"[^a-z0-9]+", "-", result.config.concept.lower())[:40].strip("-") or "concept"
-    return f"kscu-{slug}-{result.config.method}"
+    return f"kscu-{slug(result.config.concept)}-{result.config.method}"
 
 
 def fallback_dir() -> Path:
