@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kscu.attack import RedTeamReport
 from kscu.config import UnlearnConfig
 from kscu.influence import InfluenceReport
 from kscu.jobs import Job, JobRunner
 from kscu.models import LoadedModel
+from kscu.recipes import Comparison, QuickErase
+from kscu.runs import default_root, record_run
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 
@@ -29,6 +32,10 @@ METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD", "imported
 """The kept edits, one per key: a KSCU edit trained with config.adversarial is kept apart from the
 plain one, so the two can be compared and attacked side by side; an edit made outside the
 workbench (kscu.importing) has its own place."""
+
+
+RECORDED = (UnlearnResult, QuickErase, Comparison, RedTeamReport)
+"""Job results that are runs (kscu.runs.record_run): what the Unlearn, Quick erase, Compare and Red team tabs' jobs return."""
 
 
 def edit_key(config: UnlearnConfig) -> str:
@@ -70,9 +77,21 @@ class WorkbenchState:
     """The method of the most recent edit: what Compare and Export pick by default."""
     files_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kscu-workbench-")))
     """Where downloads are written (the app allows Gradio to serve this folder)."""
+    runs_root: Path = field(default_factory=default_root)
+    """The run history (kscu.runs): every finished unlearning, quick erase, comparison and attack
+    job is recorded there, so the Runs tab lists it after a restart too."""
     _adopted: set[str] = field(default_factory=set)
     _edited: tuple[UnlearnResult, Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.runner.on_done = self.record_finished
+
+    def record_finished(self, job: Job) -> None:
+        """Record a job that finished with a run's result in the history (other jobs, such as model
+        loading or exports, are not runs and are left out)."""
+        if job.state == "done" and isinstance(job.result, RECORDED) and self.model is not None:
+            record_run(self.runs_root, job.result, self.model)
 
     def require_model(self) -> LoadedModel:
         if self.model is None:
