@@ -369,10 +369,10 @@ def cmd_evaluate(args) -> int:
 
 def _save_grids(grids: list[dict], path: Path) -> None:
     """Before and after grids side by side in one PNG (the before grid once, then each after grid)."""
-    from kscu.grids import side_by_side
+    from kscu.grids import comparison_panels, side_by_side
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    side_by_side([grids[0]["before"]] + [g["after"] for g in grids if g["after"] is not None]).save(path)
+    side_by_side(comparison_panels(grids)).save(path)
 
 
 def _verdict_line(checks: Verdict | None, attribute: str) -> str:

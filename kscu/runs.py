@@ -26,15 +26,19 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 from PIL import Image, ImageFilter
 
-if TYPE_CHECKING:
-    from kscu.evaluation import EvalReport, MetricRow
-    from kscu.models import LoadedModel
-    from kscu.retention import ImageChange
-    from kscu.trainer import UnlearnResult
+from kscu.attack import RedTeamReport
+from kscu.evaluation import EvalReport, MetricRow, metric_rows, verdict
+from kscu.export import slug, version_info, write_atomically
+from kscu.grids import MIN_CELL, comparison_panels, image_grid, side_by_side
+from kscu.models import LoadedModel
+from kscu.recipes import Comparison, QuickErase
+from kscu.retention import ImageChange
+from kscu.trainer import UnlearnResult
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,16 @@ RECORD_FILE = "record.json"
 THUMBNAIL_FILE = "grid.png"
 FORMAT = "kscu-run"
 FORMAT_VERSION = 1
-THUMBNAIL_SIZE = (960, 540)
-"""Largest thumbnail (width, height): enough to see what the grids show, small on disk (~100 KB)."""
+THUMBNAIL_SIZE = (1280, 960)
+"""Largest thumbnail (width, height): the demo's grids keep their size (their row labels stay
+readable), SD1.x's 512-pixel grids shrink to about a quarter; a few hundred KB on disk."""
 SHOWN_SEEDS = 8
 """Columns of an attack's thumbnail: the first seeds only, so each image stays big enough to judge."""
 BLUR_RADIUS = 6.0
 """Thumbnails of nudity-kind runs on models that may draw it are stored blurred (as the app shows them)."""
 LIST_HINT = "`python -m kscu runs list` (or the app's Runs tab) shows the ids"
+RECORDABLE = (UnlearnResult, QuickErase, EvalReport, Comparison, RedTeamReport)
+"""What record_run records: the results of unlearning, quick erase, evaluation, comparison and attack."""
 
 
 class RunNotFound(ValueError):
@@ -106,6 +113,7 @@ class RunRecord:
     metrics: dict[str, Metric] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    """The run's own compute: training (unlearn, quick erase), measuring (evaluate), the attacker's (attack)."""
     seeds: list[int] = field(default_factory=list)
     """The grid's seeds (its columns): two runs' thumbnails compare image for image only on the same seeds."""
     verdict: str | None = None
@@ -163,8 +171,6 @@ def _method(config) -> str:
 def _report_metrics(report: EvalReport, prefix: str = "") -> dict[str, Metric]:
     """The edited side's figures under their names (UA, IRA, CRA ...), the unedited side's as
     'unedited: <name>' (a base-only evaluation has only those), each with its 95 % interval."""
-    from kscu.evaluation import metric_rows
-
     out = {}
     if report.after is not None:
         out |= {f"{prefix}{row.name}": Metric.of(row) for row in metric_rows(report.after)}
@@ -188,17 +194,8 @@ def _sensitive(model: LoadedModel, kind: str | None) -> bool:
     return kind == "nudity" and bool(model.domain.blur_nudity)
 
 
-def _grid_panels(grids: list[dict]) -> list[Image.Image]:
-    return [grids[0]["before"]] + [g["after"] for g in grids if g.get("after") is not None]
-
-
 def _describe(result: Any, model: LoadedModel | None, edit: UnlearnResult | None, grids: dict | None) -> _Draft:
     """The record's content for any result the workbench produces (see record_run)."""
-    from kscu.attack import RedTeamReport
-    from kscu.evaluation import EvalReport, verdict
-    from kscu.recipes import Comparison, QuickErase
-    from kscu.trainer import UnlearnResult
-
     if isinstance(result, UnlearnResult):
         cfg = result.config
         metrics = {"final loss": Metric(round(result.losses[-1], 6))} if result.losses else {}
@@ -214,13 +211,13 @@ def _describe(result: Any, model: LoadedModel | None, edit: UnlearnResult | None
         metrics = (_report_metrics(report) if report is not None else {}) | _change_metrics(result.change)
         return _Draft("quick-erase", [cfg.concept], _method(cfg), config, metrics, list(result.result.losses), result.result.seconds,
                       list(result.grids["seeds"]), result.verdict.outcome if result.verdict else None,
-                      _grid_panels([result.grids]), _sensitive(model, cfg.kind))
+                      comparison_panels([result.grids]), _sensitive(model, cfg.kind))
     if isinstance(result, EvalReport):
         config = {"evaluation": _evaluation_config(result), **({"unlearn": edit.config.to_dict()} if edit is not None else {})}
         method = _method(edit.config) if edit is not None else "unedited"
         return _Draft("evaluate", [result.concept], method, config, _report_metrics(result), seconds=result.seconds,
                       seeds=list(grids["seeds"]) if grids else [], verdict=verdict(result).outcome if result.after is not None else None,
-                      panels=_grid_panels([grids]) if grids else [], sensitive=_sensitive(model, result.attribute))
+                      panels=comparison_panels([grids]) if grids else [], sensitive=_sensitive(model, result.attribute))
     if isinstance(result, Comparison):
         labels = list(result.grids)
         prefix = (lambda label: "") if len(labels) == 1 else (lambda label: f"{label}: ")
@@ -233,7 +230,7 @@ def _describe(result: Any, model: LoadedModel | None, edit: UnlearnResult | None
         verdicts = [v.outcome for v in result.verdicts.values()]
         return _Draft("evaluate", [result.concept], " vs ".join(labels), {"evaluation": _evaluation_config(first) if first else {}},
                       metrics, seconds=sum(r.seconds for r in result.reports.values()), seeds=list(result.grids[labels[0]]["seeds"]),
-                      verdict=" / ".join(verdicts) if verdicts else None, panels=_grid_panels(list(result.grids.values())),
+                      verdict=" / ".join(verdicts) if verdicts else None, panels=comparison_panels(list(result.grids.values())),
                       sensitive=_sensitive(model, result.kind))
     if isinstance(result, RedTeamReport):
         return _attack_draft(result, model, edit)
@@ -241,13 +238,9 @@ def _describe(result: Any, model: LoadedModel | None, edit: UnlearnResult | None
                     "comparison or attack result")
 
 
-def _attack_draft(report, model: LoadedModel, edit: UnlearnResult | None) -> _Draft:
+def _attack_draft(report: RedTeamReport, model: LoadedModel, edit: UnlearnResult | None) -> _Draft:
     """ASR of the plain prompts and of the attack per model; a lone edit is called 'edit', so
     that two attack runs of different edits compare figure for figure."""
-    import numpy as np
-
-    from kscu.grids import image_grid
-
     edits = [label for label in report.runs if label != "unedited"]
     name = {label: ("edit" if len(edits) == 1 and label != "unedited" else label) for label in report.runs}
     metrics = {}
@@ -258,7 +251,7 @@ def _attack_draft(report, model: LoadedModel, edit: UnlearnResult | None) -> _Dr
     cols = min(SHOWN_SEEDS, len(report.seeds))
     rows = [images[:cols] for run in report.runs.values() for images in (run.plain_images, run.attack_images)]
     labels = [f"{name[label]}: {side}" for label in report.runs for side in ("plain prompts", "attacked")]
-    panel = image_grid(np.concatenate(rows), len(rows), cols, labels, scale=max(1, math.ceil(64 / rows[0].shape[2])))
+    panel = image_grid(np.concatenate(rows), len(rows), cols, labels, scale=max(1, math.ceil(MIN_CELL / rows[0].shape[2])))
     config = {"attack": {"attack": report.attack, "budget": asdict(report.budget), "judge": report.judge},
               **({"unlearn": edit.config.to_dict()} if edit is not None else {})}
     last = report.runs[edits[-1]] if edits else report.runs["unedited"]
@@ -268,8 +261,6 @@ def _attack_draft(report, model: LoadedModel, edit: UnlearnResult | None) -> _Dr
 
 
 def _thumbnail(panels: list[Image.Image], sensitive: bool) -> Image.Image:
-    from kscu.grids import side_by_side
-
     image = side_by_side(panels)
     image.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
     return image.filter(ImageFilter.GaussianBlur(BLUR_RADIUS)) if sensitive else image
@@ -294,9 +285,6 @@ def record_run(
     recorded); edit_path: where that edit, or the one an unlearning wrote, lies; grids: an
     evaluation's comparison_grids, for its thumbnail. TypeError for anything else.
     """
-    from kscu.export import slug, version_info, write_atomically
-    from kscu.trainer import UnlearnResult
-
     draft = _describe(result, model, edit, grids)
     if isinstance(result, UnlearnResult):
         source, model_hash = result.base_source, result.base_hash

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kscu.attack import RedTeamReport
 from kscu.config import UnlearnConfig
 from kscu.influence import InfluenceReport
 from kscu.jobs import Job, JobRunner
 from kscu.models import LoadedModel
-from kscu.recipes import Comparison, QuickErase
-from kscu.runs import default_root, record_run
+from kscu.runs import RECORDABLE, default_root, record_run
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 
@@ -32,10 +30,6 @@ METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD", "imported
 """The kept edits, one per key: a KSCU edit trained with config.adversarial is kept apart from the
 plain one, so the two can be compared and attacked side by side; an edit made outside the
 workbench (kscu.importing) has its own place."""
-
-
-RECORDED = (UnlearnResult, QuickErase, Comparison, RedTeamReport)
-"""Job results that are runs (kscu.runs.record_run): what the Unlearn, Quick erase, Compare and Red team tabs' jobs return."""
 
 
 def edit_key(config: UnlearnConfig) -> str:
@@ -90,7 +84,7 @@ class WorkbenchState:
     def record_finished(self, job: Job) -> None:
         """Record a job that finished with a run's result in the history (other jobs, such as model
         loading or exports, are not runs and are left out)."""
-        if job.state == "done" and isinstance(job.result, RECORDED) and self.model is not None:
+        if job.state == "done" and isinstance(job.result, RECORDABLE) and self.model is not None:
             record_run(self.runs_root, job.result, self.model)
 
     def require_model(self) -> LoadedModel:
