@@ -12,7 +12,7 @@ from PIL import Image
 
 from kscu import runs
 from kscu.runs import RunRecord
-from ui.common import friendly
+from ui.common import friendly, image_panel
 from ui.state import WorkbenchState
 
 NO_RUN = "Choose a run first (click its row in the table, or pick its id)."
@@ -53,7 +53,7 @@ def _thumbnail(record: RunRecord) -> Image.Image | None:
 
 def _describe(record: RunRecord) -> str:
     lines = [f"**{record.id}**: {record.kind} of *{', '.join(record.concepts)}* ({record.method}) on `{record.model_source}` "
-             f"(model hash `{record.model_hash[:12]}`), {record.created.replace('T', ' ')} UTC, {record.seconds:.1f} s."]
+             f"(model hash `{record.model_hash[:12]}`), {record.created.replace('T', ' ')[:19]} UTC, {record.seconds:.1f} s."]
     if record.verdict:
         lines.append(f"Verdict: **{record.verdict}**.")
     if record.edit:
@@ -85,7 +85,7 @@ def compare(state: WorkbenchState, a: str | None, b: str | None) -> tuple:
     notes += [f"Setting `{key}`: {va!r} → {vb!r}." for key, (va, vb) in comparison.config_changes.items()]
     notes += [f"Note: {note}." for note in comparison.notes]
     deltas = pd.DataFrame(runs.delta_lines(comparison), columns=list(runs.DELTA_COLUMNS))
-    return (f"#### A: {first.id}", _thumbnail(first), f"#### B: {second.id}", _thumbnail(second), deltas, "\n\n".join(notes))
+    return (f"#### Run A: {first.id}", _thumbnail(first), f"#### Run B: {second.id}", _thumbnail(second), deltas, "\n\n".join(notes))
 
 
 def ask_delete(state: WorkbenchState, run_id: str | None) -> tuple:
@@ -122,11 +122,12 @@ def build(state: WorkbenchState) -> dict:
         refresh_button = gr.Button("Refresh", size="sm", scale=0, min_width=120)
         count = gr.Markdown(label="History", show_label=False, elem_classes="kscu-note")
     runs_table = gr.Dataframe(table(state), label="Recorded runs (UA / IRA of the edited model, with 95 % intervals)", interactive=False,
-                              wrap=True, datatype=["str"] * (len(runs.SUMMARY_COLUMNS) - 1) + ["number"], elem_id="runs-table")
+                              wrap=True, datatype=["str"] * (len(runs.SUMMARY_COLUMNS) - 1) + ["number"], elem_id="runs-table",
+                              column_widths=["21%", "11%", "9%", "8%", "8%", "13%", "13%", "9%", "8%"])
     choices = _choices(state)
     gr.Markdown("#### Open a run")
     with gr.Row(equal_height=True):
-        picked = gr.Dropdown(choices, value=None, allow_custom_value=True, label="Run", info="Its id (the start of one will do).", scale=3)
+        picked = gr.Dropdown(choices, value=None, allow_custom_value=True, label="Run (an id, or the start of one)", scale=3)
         show_button = gr.Button("Show", variant="primary", scale=1)
         delete_button = gr.Button("Delete…", variant="secondary", scale=1)
         confirm_button = gr.Button("Confirm delete", variant="stop", visible=False, scale=1)
@@ -139,7 +140,7 @@ def build(state: WorkbenchState) -> dict:
             metrics = gr.Dataframe(label="Metrics", interactive=False, wrap=True, elem_id="runs-metrics")
             config = gr.JSON(label="Settings (config)")
         with gr.Column(scale=2):
-            thumbnail = gr.Image(label="Thumbnail of the run's grids", type="pil", interactive=False, format="png", elem_id="runs-thumbnail")
+            _, thumbnail = image_panel("Thumbnail of the run's grids", "runs-thumbnail")
     gr.Markdown("#### Compare two runs")
     with gr.Row(equal_height=True):
         run_a = gr.Dropdown(choices, value=None, allow_custom_value=True, label="Run A", scale=3)
@@ -147,11 +148,9 @@ def build(state: WorkbenchState) -> dict:
         compare_button = gr.Button("Compare", variant="primary", scale=1)
     with gr.Row():
         with gr.Column():
-            title_a = gr.Markdown("#### A", label="Run A: title", show_label=False)
-            thumb_a = gr.Image(label="Run A's grids", show_label=False, type="pil", interactive=False, format="png", elem_id="runs-thumb-a")
+            title_a, thumb_a = image_panel("Run A's grids", "runs-thumb-a")
         with gr.Column():
-            title_b = gr.Markdown("#### B", label="Run B: title", show_label=False)
-            thumb_b = gr.Image(label="Run B's grids", show_label=False, type="pil", interactive=False, format="png", elem_id="runs-thumb-b")
+            title_b, thumb_b = image_panel("Run B's grids", "runs-thumb-b")
     deltas = gr.Dataframe(label="Metrics of A and B and their change (B − A)", interactive=False, wrap=True, elem_id="runs-deltas")
     notes = gr.Markdown(label="Comparison notes", show_label=False, elem_id="runs-notes")
 
