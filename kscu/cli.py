@@ -253,9 +253,9 @@ def _print(args, payload: dict, text: str) -> None:
     print(json.dumps(payload) if args.json else text)
 
 
-def _record(args, payload: dict, lines: list[str], result, model, **details) -> None:
-    """Record the run in the history (kscu.runs.record_run) unless --no-record, and say its id. A
-    history that cannot be written costs a warning, not the run: its edit and results are saved."""
+def _record(args, payload: dict, result, model, **details) -> None:
+    """Record the run in the history (kscu.runs.record_run) unless --no-record: its id goes into the
+    JSON payload and, as a note, to stderr. A history that cannot be written costs a warning, not the run."""
     if args.no_record:
         return
     from kscu.runs import record_run
@@ -266,7 +266,7 @@ def _record(args, payload: dict, lines: list[str], result, model, **details) -> 
         print(f"warning: the run was not recorded in the history ({error}); --runs DIR picks another folder", file=sys.stderr)
         return
     payload["run"] = record.id
-    lines.append(f"recorded as run {record.id} (python -m kscu runs show {record.id})")
+    print(f"run recorded: {record.id} (python -m kscu runs show {record.id})", file=sys.stderr)
 
 
 def cmd_influence(args) -> int:
@@ -324,7 +324,7 @@ def cmd_unlearn(args) -> int:
              f"steps {resolved.start_step}..{resolved.end_step - 1} of {resolved.num_steps}); edit saved to {saved.path}"]
     if sanity is not None:
         lines.append(sanity.message)
-    _record(args, payload, lines, result, model, edit_path=saved.path)
+    _record(args, payload, result, model, edit_path=saved.path)
     _print(args, payload, "\n".join(lines))
     if sanity is not None and not sanity.passed:
         print(f"warning: {sanity.message}", file=sys.stderr)
@@ -361,9 +361,8 @@ def cmd_evaluate(args) -> int:
         grids = comparison_grids(model, edited, concept, _list_arg(args.neighbours), kind=kind)
         _save_grids([grids], args.grid)
         payload["grid"] = str(args.grid)
-    lines = [format_table(report)]
-    _record(args, payload, lines, report, model, edit=edit, edit_path=args.edit, grids=grids)
-    _print(args, payload, "\n".join(lines))
+    _record(args, payload, report, model, edit=edit, edit_path=args.edit, grids=grids)
+    _print(args, payload, format_table(report))
     return 0
 
 
@@ -408,6 +407,7 @@ def cmd_quick_erase(args) -> int:
     saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
     if saved is not None:
         payload["edit"] = str(saved.path)
+    _record(args, payload, out, model, edit_path=saved.path if saved is not None else None)
     if args.grid is not None:
         _save_grids([out.grids], args.grid)
         payload["grid"] = str(args.grid)
@@ -418,7 +418,6 @@ def cmd_quick_erase(args) -> int:
     if out.report is not None:
         lines.append(format_table(out.report))
     lines += [_change_line(out.change), _verdict_line(out.verdict, cfg.kind if out.report is None else out.report.attribute)]
-    _record(args, payload, lines, out, model, edit_path=saved.path if saved is not None else None)
     _print(args, payload, "\n".join(lines))
     if saved is not None and saved.failure is not None:
         print(f"error: {saved.failure}; the trained edit is kept at {saved.path}: move it where you want it", file=sys.stderr)
@@ -452,9 +451,8 @@ def cmd_compare(args) -> int:
         if label in out.reports:
             lines.append(format_table(out.reports[label]))
         lines += [_change_line(out.changes[label]), _verdict_line(out.verdicts.get(label), out.kind)]
-    lines += out.notes
-    _record(args, payload, lines, out, model, edit_path=", ".join(map(str, args.edit)))
-    _print(args, payload, "\n".join(lines))
+    _record(args, payload, out, model, edit_path=", ".join(map(str, args.edit)))
+    _print(args, payload, "\n".join(lines + out.notes))
     return 0
 
 
@@ -488,7 +486,7 @@ def cmd_attack(args) -> int:
     lines = [f"{'model':<28} {'plain prompts':>20} {'attacked':>20} {'seconds':>8}"]
     lines += [f"{label:<28} {str(run.pre):>20} {str(run.post):>20} {run.seconds:>8.1f}" for label, run in report.runs.items()]
     lines += [report.verdict(label) for label in report.runs]
-    _record(args, payload, lines, report, model, edit=first_edit if len(edits) == 1 else None, edit_path=", ".join(edits))
+    _record(args, payload, report, model, edit=first_edit if len(edits) == 1 else None, edit_path=", ".join(edits))
     _print(args, payload, "\n".join(lines))
     return 0
 

@@ -113,6 +113,12 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def slug(text: str, empty: str = "concept") -> str:
+    """`text` as a file-name-safe part: lower case, dashes, at most 40 characters (run ids; edit_stem
+    spells the same rule out, to be folded into this once the multi-concept edit_stem is merged)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:40].strip("-") or empty
+
+
 class OutputError(ValueError):
     """An output path is unsafe or unwritable; the message says why and what to do. Raised before
     any work, so nothing is trained or written for a path that would fail."""
@@ -217,14 +223,10 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = F
     return file
 
 
-def slug(text: str, empty: str = "concept") -> str:
-    """`text` as a file-name-safe part (lower case, dashes, at most 40 characters)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:40].strip("-") or empty
-
-
 def edit_stem(result: UnlearnResult) -> str:
     """A file name stem that says what an edit is: kscu-<concept slug>-<method>."""
-    return f"kscu-{slug(result.config.concept)}-{result.config.method}"
+    slug = re.sub(r"[^a-z0-9]+", "-", result.config.concept.lower())[:40].strip("-") or "concept"
+    return f"kscu-{slug}-{result.config.method}"
 
 
 def fallback_dir() -> Path:
