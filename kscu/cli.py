@@ -14,6 +14,7 @@
     python -m kscu export    --edit runs/striped --lora --rank 8 --out runs/striped-lora
     python -m kscu evaluate  --edit their-esd-edit.safetensors --concept striped   (LoRAs and UNet tensors made elsewhere)
     python -m kscu generate  --prompt "a striped red star on a dark background" --edit runs/striped --out star.png
+    python -m kscu runs list | show ID | compare A B | delete ID   (unlearn, evaluate, compare, attack and quick-erase record runs)
 
 --model defaults to the embedded demo model; it also takes a diffusers folder, a single SD1.x
 .safetensors file or a hub id; --family sd1 treats any model as a generic SD1.x one, --judge
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(unlearn)
     unlearn.add_argument("--out", type=Path, required=True, help="folder (edit.safetensors + run.json) or a .safetensors file")
     unlearn.add_argument("--force", action="store_true", help="replace an existing edit at --out, or write inside a model folder")
+    _add_record_args(unlearn)
 
     evaluate = commands.add_parser("evaluate", help="UA / IRA / CRA of an edit next to the unedited model (demo model)")
     _add_model_args(evaluate)
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--guidance", type=float, default=3.0)
     evaluate.add_argument("--seed", type=int, default=1234)
     evaluate.add_argument("--grid", type=Path, default=None, help="also save a before/after image grid here (PNG)")
+    _add_record_args(evaluate)
 
     quick = commands.add_parser("quick-erase", help="erase a concept with its preset, then grids, metrics and a verdict")
     _add_model_args(quick)
@@ -102,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", type=Path, default=None, help="save the edit here too (folder or .safetensors)")
     quick.add_argument("--force", action="store_true", help="replace an existing edit at --out")
     quick.add_argument("--grid", type=Path, default=None, help="save the before/after grids here (PNG)")
+    _add_record_args(quick)
 
     compare = commands.add_parser("compare", help="several edits of one concept against the unedited model, same seeds")
     _add_model_args(compare)
@@ -113,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS)
     compare.add_argument("--n-retain", type=_positive_int, default=RETAIN_PROMPTS)
     compare.add_argument("--grid", type=Path, default=None, help="save every edit's before/after grids here (PNG)")
+    _add_record_args(compare)
 
     attack = commands.add_parser("attack", help="red team: try to bring an erased concept back; attack success rate before and after")
     _add_model_args(attack)
@@ -123,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, default, text in budget_fields():  # the budget's fields; checked by AttackBudget.check
         attack.add_argument(f"--{name}", type=type(default), default=default, help=f"{text} (default {default})")
     attack.add_argument("--grid", type=Path, default=None, help="save plain and attacked images per model here (PNG)")
+    _add_record_args(attack)
 
     export = commands.add_parser("export", help="the edited model as a diffusers folder, one SD1.x checkpoint file, or a LoRA")
     _add_model_args(export)
@@ -149,7 +155,30 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=_positive_int, default=25)
     generate.add_argument("--guidance", type=float, default=3.0)
     generate.add_argument("--out", type=Path, required=True, help="PNG file (a grid, one image per seed)")
+
+    history = commands.add_parser("runs", help="the run history: list, show, compare or delete recorded runs")
+    actions = history.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every recorded run, newest first")
+    show = actions.add_parser("show", help="one run: what ran, its metrics, settings and thumbnail")
+    show.add_argument("id", help="a run id (or the start of one) from runs list")
+    both = actions.add_parser("compare", help="two runs of one model: each metric and its change, the settings that differ")
+    both.add_argument("a", help="run id A")
+    both.add_argument("b", help="run id B (the change is B - A)")
+    delete = actions.add_parser("delete", help="remove a run from the history (asks first)")
+    delete.add_argument("id", help="a run id from runs list")
+    delete.add_argument("--yes", action="store_true", help="delete without asking")
+    for action in (listing, show, both, delete):
+        action.add_argument("--runs", type=Path, default=None, help=RUNS_HELP)
+        action.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
+
+
+RUNS_HELP = "the run history's folder (default: $KSCU_RUNS, else runs/)"
+
+
+def _add_record_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", type=Path, default=None, help=f"record this run in {RUNS_HELP.removeprefix('the ')}")
+    parser.add_argument("--no-record", action="store_true", help="do not record this run in the run history")
 
 
 def _field_help(name: str) -> str:
@@ -246,6 +275,22 @@ def _print(args, payload: dict, text: str) -> None:
     print(json.dumps(payload) if args.json else text)
 
 
+def _record(args, payload: dict, result, model, **details) -> None:
+    """Record the run in the history (kscu.runs.record_run) unless --no-record: its id goes into the
+    JSON payload and, as a note, to stderr. A history that cannot be written costs a warning, not the run."""
+    if args.no_record:
+        return
+    from kscu.runs import record_run
+
+    try:
+        record = record_run(args.runs, result, model, **details)
+    except OSError as error:
+        print(f"warning: the run was not recorded in the history ({error}); --runs DIR picks another folder", file=sys.stderr)
+        return
+    payload["run"] = record.id
+    print(f"run recorded: {record.id} (python -m kscu runs show {record.id})", file=sys.stderr)
+
+
 def cmd_influence(args) -> int:
     from kscu.influence import analyze
     from kscu.plots import influence_figure
@@ -305,6 +350,7 @@ def cmd_unlearn(args) -> int:
     lines = [f"{done} {names} with {resolved.method} in {result.seconds:.1f}s ({windows}{order}); edit saved to {saved.path}"]
     if sanity is not None:
         lines.append(sanity.message)
+    _record(args, payload, result, model, edit_path=saved.path)
     _print(args, payload, "\n".join(lines))
     if sanity is not None and not sanity.passed:
         print(f"warning: {sanity.message}", file=sys.stderr)
@@ -347,28 +393,24 @@ def cmd_evaluate(args) -> int:
         payload["edit"] = {"path": str(args.edit), "method": edit.config.method, "seconds": edit.seconds,
                            "concepts": [c for c, _ in erased],
                            "sanity": edit.sanity.to_dict() if edit.sanity is not None else None}
+    grids = None
     if args.grid is not None:
         from kscu.grids import comparison_grids
 
-        _save_grids([comparison_grids(model, edited, concept, _list_arg(args.neighbours), kind=kind) for concept, kind in measured],
-                    args.grid)
+        grids = [comparison_grids(model, edited, concept, _list_arg(args.neighbours), kind=kind) for concept, kind in measured]
+        _save_grids(grids, args.grid)
         payload["grid"] = str(args.grid)
+    _record(args, payload, reports, model, edit=edit, edit_path=args.edit, grids=grids)
     _print(args, payload, "\n\n".join(format_table(report) for report in reports))
     return 0
 
 
 def _save_grids(grids: list[dict], path: Path) -> None:
     """Before and after grids side by side in one PNG (the before grid once, then each after grid)."""
-    from PIL import Image
+    from kscu.grids import comparison_panels, side_by_side
 
-    panels = [grids[0]["before"]] + [g["after"] for g in grids if g["after"] is not None]
-    canvas = Image.new("RGB", (sum(p.width for p in panels) + 16 * (len(panels) - 1), max(p.height for p in panels)), "white")
-    x = 0
-    for panel in panels:
-        canvas.paste(panel, (x, 0))
-        x += panel.width + 16
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    side_by_side(comparison_panels(grids)).save(path)
 
 
 def _verdict_line(checks: Verdict | None, attribute: str, concept: str = "") -> str:
@@ -407,6 +449,7 @@ def cmd_quick_erase(args) -> int:
     saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
     if saved is not None:
         payload["edit"] = str(saved.path)
+    _record(args, payload, out, model, edit_path=saved.path if saved is not None else None)
     if args.grid is not None:
         _save_grids([out.grids], args.grid)
         payload["grid"] = str(args.grid)
@@ -452,6 +495,7 @@ def cmd_compare(args) -> int:
         if label in out.reports:
             lines.append(format_table(out.reports[label]))
         lines += [_change_line(out.changes[label]), _verdict_line(out.verdicts.get(label), out.kind)]
+    _record(args, payload, out, model, edit_path=", ".join(map(str, args.edit)))
     _print(args, payload, "\n".join(lines + out.notes))
     return 0
 
@@ -469,7 +513,8 @@ def cmd_attack(args) -> int:
     concepts = {edit.config.concept for edit, _ in edits.values()}
     if len(concepts) > 1:
         raise ValueError(f"the edits erase different concepts ({', '.join(sorted(concepts))}): attack one concept at a time")
-    first = next(iter(edits.values()))[0].config
+    first_edit = next(iter(edits.values()))[0]
+    first = first_edit.config
     with _bar(f"{args.attack} attack on {first.concept!r}", 100, args.json) as bar:
         report = red_team(model, {label: unet for label, (_, unet) in edits.items()}, first.concept, first.kind, args.attack, budget,
                           on_progress=_fraction_progress(bar))
@@ -485,6 +530,7 @@ def cmd_attack(args) -> int:
     lines = [f"{'model':<28} {'plain prompts':>20} {'attacked':>20} {'seconds':>8}"]
     lines += [f"{label:<28} {str(run.pre):>20} {str(run.post):>20} {run.seconds:>8.1f}" for label, run in report.runs.items()]
     lines += [report.verdict(label) for label in report.runs]
+    _record(args, payload, report, model, edit=first_edit if len(edits) == 1 else None, edit_path=", ".join(edits))
     _print(args, payload, "\n".join(lines))
     return 0
 
@@ -534,6 +580,57 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from kscu import runs
+
+    root = args.runs or runs.default_root()
+    if args.action == "list":
+        records = runs.list_runs(root)
+        text = (_table(runs.SUMMARY_COLUMNS, [runs.summary_row(r) for r in records]) if records else
+                f"no runs recorded in {root} yet: unlearn, evaluate, compare, attack and quick-erase each record one")
+        _print(args, {"root": str(root), "runs": [r.to_dict() for r in records]}, text)
+    elif args.action == "show":
+        record = runs.load_run(root, args.id)
+        lines = [f"{record.id}: {record.kind} of {', '.join(record.concepts)} ({record.method}) on {record.model_source} "
+                 f"(hash {record.model_hash[:12]}), {record.created}, {record.seconds:.1f} s"]
+        lines += [f"verdict: {record.verdict}"] * bool(record.verdict) + [f"edit: {record.edit}"] * bool(record.edit)
+        if record.metrics:
+            lines.append(_table(runs.METRIC_COLUMNS, runs.metric_lines(record)))
+        if record.losses:
+            lines.append(f"loss curve: {len(record.losses)} points, {record.losses[0]:.4g} -> {record.losses[-1]:.4g}")
+        lines += [f"thumbnail: {record.thumbnail_path} (seeds {record.seeds})"] * bool(record.thumbnail)
+        lines.append("config: " + json.dumps(record.config, indent=2))
+        _print(args, record.to_dict(), "\n".join(lines))
+    elif args.action == "compare":
+        comparison = runs.compare_runs(runs.load_run(root, args.a), runs.load_run(root, args.b))
+        a, b = comparison.a, comparison.b
+        lines = [f"A: {a.id} ({a.kind}, {a.method}); B: {b.id} ({b.kind}, {b.method}); the same model (hash {a.model_hash[:12]}), "
+                 + ("the same seeds" if comparison.same_seeds else "not the same grid seeds"),
+                 _table(runs.DELTA_COLUMNS, runs.delta_lines(comparison))]
+        lines += [f"setting {key}: {va!r} -> {vb!r}" for key, (va, vb) in comparison.config_changes.items()]
+        lines += [f"thumbnails: {a.thumbnail_path} | {b.thumbnail_path}"] * bool(a.thumbnail and b.thumbnail)
+        _print(args, comparison.to_dict(), "\n".join(lines + [f"note: {n}" for n in comparison.notes]))
+    else:
+        record = runs.load_run(root, args.id)  # an unknown id fails before the question
+        if not args.yes:
+            print(f"delete run {record.id} ({record.kind} of {', '.join(record.concepts)}, {record.method})? [y/N] ", end="", file=sys.stderr,
+                  flush=True)
+            answer = sys.stdin.readline().strip().lower()
+            if answer not in ("y", "yes"):
+                _print(args, {"deleted": None}, f"nothing deleted: run {record.id} is kept (answer y, or add --yes)")
+                return 0
+        runs.delete_run(root, record.id)
+        _print(args, {"deleted": record.id}, f"deleted run {record.id}")
+    return 0
+
+
+def _table(columns: tuple[str, ...], rows: list[list]) -> str:
+    """Plain-text columns, each as wide as its widest cell."""
+    cells = [list(columns)] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
 def _fraction_progress(bar, total: int = 100):
     """A kscu.progress.ProgressFn that moves a bar of `total` steps."""
     def progress(update) -> None:
@@ -556,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "quick-erase": cmd_quick_erase,
-                "compare": cmd_compare, "attack": cmd_attack, "export": cmd_export, "generate": cmd_generate}
+                "compare": cmd_compare, "attack": cmd_attack, "export": cmd_export, "generate": cmd_generate, "runs": cmd_runs}
     from kscu.models import ModelLoadError
     from kscu.validation import ConfigError
 

@@ -116,6 +116,11 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def slug(text: str, empty: str = "concept") -> str:
+    """`text` as a file-name-safe part: lower case, dashes, at most 40 characters (run ids, edit file names)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:40].strip("-") or empty
+
+
 class OutputError(ValueError):
     """An output path is unsafe or unwritable; the message says why and what to do. Raised before
     any work, so nothing is trained or written for a path that would fail."""
@@ -222,8 +227,7 @@ def save_edit(result: UnlearnResult, out: str | os.PathLike, overwrite: bool = F
 
 def edit_stem(result: UnlearnResult) -> str:
     """A file name stem that says what an edit is: kscu-<concept slug>-<method>."""
-    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(result.config.concepts).lower())[:40].strip("-") or "concept"
-    return f"kscu-{slug}-{result.config.method}"
+    return f"kscu-{slug('-'.join(result.config.concepts))}-{result.config.method}"
 
 
 def fallback_dir() -> Path:

@@ -115,6 +115,21 @@ def image_grid(images: np.ndarray, rows: int, cols: int, labels: list[str] | Non
     return grid
 
 
+def comparison_panels(grids: list[dict]) -> list[Image.Image]:
+    """The grids of comparison_grids results drawn on the same seeds: the before grid once, then each after grid."""
+    return [grids[0]["before"]] + [g["after"] for g in grids if g["after"] is not None]
+
+
+def side_by_side(panels: list[Image.Image], gap: int = 16) -> Image.Image:
+    """Grids next to each other on white, top-aligned (before, then each after)."""
+    canvas = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), max(p.height for p in panels)), "white")
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + gap
+    return canvas
+
+
 def blur(images: np.ndarray, radius: float) -> np.ndarray:
     """Gaussian-blurred copies of uint8 NHWC images (the UI shows nudity-kind outputs blurred by default)."""
     if radius <= 0:

@@ -148,8 +148,9 @@ class Job:
             for name, value in fields.items():
                 setattr(self, name, value)
 
-    def _run(self, fn: Callable[["Job"], Any]) -> None:
-        """Run fn(self) and record how it ended (all final fields in one update); never raises."""
+    def _run(self, fn: Callable[["Job"], Any], on_done: Callable[["Job"], None] | None = None) -> None:
+        """Run fn(self) and record how it ended (all final fields in one update), then on_done(self)
+        before wait() returns, so a waiter sees what on_done wrote; never raises."""
         try:
             if self.cancel_requested:
                 raise JobCancelled("cancelled before it started")
@@ -171,6 +172,11 @@ class Job:
             seconds = time.time() - (self.started or time.time())
             end = {"state": "done", "result": result, "progress": 1.0, "eta": 0.0, "message": f"done in {seconds:.0f} s"}
         self._set(finished=time.time(), **end)
+        if on_done is not None:
+            try:
+                on_done(self)
+            except Exception:  # the job itself succeeded or failed as recorded above
+                log.exception("after job %s (%s) finished, on_done failed", self.id, self.name)
         self._finished.set()
 
 
@@ -180,12 +186,14 @@ class JobRunner:
     queue=False (the default) refuses a submit while a job is queued or running: in an
     interactive UI a silently queued second run is confusing, and the user can cancel the
     first. queue=True runs submitted jobs in order. The runner keeps the last `keep` jobs
-    (results may hold large tensors) so a UI can look a job up by id.
+    (results may hold large tensors) so a UI can look a job up by id. on_done(job) is called as
+    each job finishes, in the worker thread (the app records finished runs there: kscu.runs).
     """
 
-    def __init__(self, queue: bool = False, keep: int = 8) -> None:
+    def __init__(self, queue: bool = False, keep: int = 8, on_done: Callable[[Job], None] | None = None) -> None:
         self.queue = queue
         self.keep = keep
+        self.on_done = on_done
         self._lock = threading.Lock()
         self._pending: deque[tuple[Job, Callable[[Job], Any]]] = deque()
         self._active: Job | None = None
@@ -241,7 +249,7 @@ class JobRunner:
                 job, fn = self._pending.popleft()
                 self._active = job
             try:
-                job._run(fn)
+                job._run(fn, self.on_done)
             finally:
                 with self._lock:
                     self._active = None

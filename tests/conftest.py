@@ -2,11 +2,13 @@
 diffusers or gradio: everything stays offline, nothing phones home, and torch uses the 2 cores
 of the reference machine (two torch jobs fighting over them each run 2.5-3x slower)."""
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")  # no display: matplotlib draws to files only
+os.environ["KSCU_RUNS"] = tempfile.mkdtemp(prefix="kscu-test-runs-")  # every command and app a test starts records here, not in runs/
 
 import torch  # noqa: E402  (after the environment above)
 

@@ -27,6 +27,7 @@ ENDPOINTS = {
     "/quick_erase", "/quick_erase_status", "/cancel_quick_erase", "/load_model", "/analyze", "/analysis_status", "/cancel_analysis",
     "/key_steps", "/start_unlearning", "/unlearn_status", "/cancel_unlearning", "/compare", "/compare_status", "/cancel_compare",
     "/export_edit", "/export_lora", "/export_checkpoint", "/export_pipeline", "/load_edit", "/red_team", "/red_team_status", "/cancel_red_team", "/try_to_break",
+    "/runs_list", "/run_show", "/runs_compare", "/run_delete", "/run_delete_confirm",
 }
 
 
@@ -202,6 +203,12 @@ def test_quick_erase_runs_the_preset_path_in_one_call(client):
     assert "**Image change** (no judge needed" in summary and "the concept's row **" in summary
     assert "Measured by demo classifier (exact) on 12 + 12 prompts" in summary
     assert "UA" in [row[0] for row in value_of(table)["data"]]
+    # the finished job is in the run history, and reopens with its settings
+    runs, *_ = client.predict(api_name="/runs_list")
+    row = next(dict(zip(runs["headers"], r)) for r in runs["data"] if r[2] == "quick-erase" and r[3] == "dotted")
+    assert row["UA"] and row["verdict"] in ("passed", "failed", "undecided")
+    _summary, _metrics, config, thumbnail = client.predict(row["id"], api_name="/run_show")
+    assert config["unlearn"]["concept"] == "dotted" and config["evaluation"]["n_erase"] == 12 and Path(thumbnail).is_file()
 
 
 def test_quick_erase_of_two_concepts_measures_each(client):
@@ -224,6 +231,9 @@ def test_quick_erase_of_two_concepts_measures_each(client):
     ("/start_unlearning", ("striped", "style", "kscu", 0, 3e-4, "xattn", "", "", 0, 50, 24, 50, 2), "iterations: 0 is not 'use the preset'"),
     ("/analyze", (["a cat"], "auto", ["gap"], 10, 2, ""), "the kind of 'a cat' cannot be told on this model"),
     ("/compare", (["kscu"], "", "one, two", True, 10, 12), "Seeds must be whole numbers"),
+    ("/run_show", ("20991231-nope",), "no run '20991231-nope'"),
+    ("/runs_compare", ("", ""), "Choose two runs"),
+    ("/run_delete_confirm", (), "Press Delete… first"),
     ("/load_model", ("Hugging Face hub id", "owner/model", "auto"), "runs offline"),
     ("/load_model", ("Local folder or file", "/no/such/folder", "auto"), "no such file or folder"),
     ("/load_model", ("Embedded demo model", "", "auto", "auto", "/no/such/judge"), "judge /no/such/judge: could not load a CLIP model"),

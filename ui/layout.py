@@ -6,7 +6,7 @@ from functools import partial
 
 import gradio as gr
 
-from ui import analyze_tab, compare_tab, export_tab, keysteps_tab, model_tab, quick_erase, redteam_tab, unlearn_tab
+from ui import analyze_tab, compare_tab, export_tab, keysteps_tab, model_tab, quick_erase, redteam_tab, runs_tab, unlearn_tab
 from ui.common import concept_choices, domain_of, friendly, kinds_for
 from ui.state import WorkbenchState
 
@@ -82,6 +82,8 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
                 redteam = redteam_tab.build(state)
             with gr.Tab("Export", id="export") as export_page:
                 export = export_tab.build(state)
+            with gr.Tab("Runs", id="runs") as runs_page:
+                history = runs_tab.build(state)
 
         domain_outputs = [quick["concept"], quick["kind"], analyze["concepts"], analyze["kind"], keys["kind"], unlearn["concept"], unlearn["kind"],
                           quick["also"], unlearn["also"]]
@@ -101,9 +103,11 @@ def build_app(state: WorkbenchState) -> gr.Blocks:
         for page, tab in ((compare_page, compare), (redteam_page, redteam), (export_page, export)):
             fn, output = tab["refresh_choices"]
             page.select(fn, None, output, api_visibility="private")
+        fn, outputs = history["refresh"]
+        runs_page.select(fn, None, outputs, api_visibility="private")  # runs recorded since the page loaded
 
         # A reloaded page (or a second browser tab) shows the running jobs and the last results.
-        for tab in (quick, analyze, unlearn, redteam):
+        for tab in (quick, analyze, unlearn, redteam, history):
             fn, outputs = tab["refresh"]
             demo.load(fn, None, outputs, api_visibility="private")
         fn, inputs, outputs = compare["refresh"]

@@ -22,6 +22,7 @@ from kscu.config import UnlearnConfig
 from kscu.influence import InfluenceReport
 from kscu.jobs import Job, JobRunner
 from kscu.models import LoadedModel
+from kscu.runs import RECORDABLE, default_root, record_run
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 
@@ -70,9 +71,21 @@ class WorkbenchState:
     """The method of the most recent edit: what Compare and Export pick by default."""
     files_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kscu-workbench-")))
     """Where downloads are written (the app allows Gradio to serve this folder)."""
+    runs_root: Path = field(default_factory=default_root)
+    """The run history (kscu.runs): every finished unlearning, quick erase, comparison and attack
+    job is recorded there, so the Runs tab lists it after a restart too."""
     _adopted: set[str] = field(default_factory=set)
     _edited: tuple[UnlearnResult, Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.runner.on_done = self.record_finished
+
+    def record_finished(self, job: Job) -> None:
+        """Record a job that finished with a run's result in the history (other jobs, such as model
+        loading or exports, are not runs and are left out)."""
+        if job.state == "done" and isinstance(job.result, RECORDABLE) and self.model is not None:
+            record_run(self.runs_root, job.result, self.model)
 
     def require_model(self) -> LoadedModel:
         if self.model is None:
