@@ -155,6 +155,21 @@ def test_an_evaluation_records_metrics_with_intervals_and_a_thumbnail(micro_demo
         record_run(tmp_path, "not a run", micro_demo)
 
 
+def test_a_multi_concept_edit_and_its_evaluation_record_every_concept(micro_demo, tmp_path):
+    from kscu.config import UnlearnConfig
+    from kscu.evaluation import evaluate_each
+    from kscu.trainer import unlearn
+
+    result = unlearn(micro_demo, UnlearnConfig("striped", also=("red",), iterations=2, num_steps=10))
+    trained = record_run(tmp_path, result)
+    assert trained.concepts == ["striped", "red"] and trained.config["unlearn red"]["kind"] == "colour"
+    reports = evaluate_each(micro_demo, result.apply(micro_demo), [("striped", "style"), ("red", "colour")], n_erase=2, n_retain=2,
+                            num_steps=2)
+    measured = record_run(tmp_path, reports, micro_demo, edit=result)
+    assert measured.concepts == ["striped", "red"] and {"striped: UA", "red: UA", "red: IRA"} <= set(measured.metrics)
+    assert measured.verdict.count("/") == 1, "one verdict per concept"
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 
