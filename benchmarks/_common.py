@@ -335,6 +335,16 @@ def figure(rows: int = 1, cols: int = 1, width: float = 4.0, height: float = 3.0
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
+def goal_axis(ax, ua_goal: float, max_drop: float, **labels: str) -> None:
+    """An axis of UA (x) against a retention change in points (y): the goal's two lines, a grid,
+    the legend and the labels (xlabel, ylabel, title)."""
+    ax.axhline(-max_drop * 100, color="grey", ls=":", lw=1)
+    ax.axvline(ua_goal, color="grey", ls=":", lw=1)
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def save_figure(fig: Figure, args: argparse.Namespace, name: str) -> Path:
     """Save as {name}.png (name_smoke.png for smoke runs), atomically, at a size fit to commit."""
     path = args.out / f"{name}{'_smoke' if args.smoke else ''}.png"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from _common import BenchParser, figure, format_table, load_demo, save_figure, words, write_results
+from _common import BenchParser, figure, format_table, goal_axis, load_demo, save_figure, words, write_results
 from kscu.config import UnlearnConfig
 from kscu.evaluation import EvalReport, evaluate_each, metric_rows
 from kscu.models import LoadedModel
@@ -76,11 +76,7 @@ def plot(cells: list[dict], sets: list[str], args) -> None:
             rows = [r for c in cells if c["set"] == name and c["variant"] == variant for r in c["concepts"]]
             ax.scatter([r["ua"]["value"] for r in rows], [-r["drops"][r["worst"]]["value"] * 100 for r in rows], color=f"C{i}",
                        label=variant)
-        ax.axhline(-MAX_DROP * 100, color="grey", ls=":", lw=1)
-        ax.axvline(UA_GOAL, color="grey", ls=":", lw=1)
-        ax.set(xlabel="UA of each erased concept", ylabel="worst change, points", title=name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        goal_axis(ax, UA_GOAL, MAX_DROP, xlabel="UA of each erased concept", ylabel="worst change, points", title=name)
     save_figure(fig, args, "multi_concept")
 
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from _common import BenchParser, figure, format_table, kind_of, load_demo, save_figure, score, write_results
+from _common import BenchParser, figure, format_table, goal_axis, kind_of, load_demo, save_figure, score, write_results
 from kscu.config import UnlearnConfig
 from kscu.evaluation import EvalReport, metric_rows, verdict
 from kscu.trainer import unlearn
@@ -95,11 +95,7 @@ def plot(cells: list[dict], settings: list[str], concepts: list[str], args) -> N
             y = [-w["value"] * 100 for w in worst]
             err = [[(w["high"] - w["value"]) * 100 for w in worst], [(w["value"] - w["low"]) * 100 for w in worst]]
             ax.errorbar(x, y, yerr=err, fmt="o", color=f"C{i}", label=name, capsize=2)
-        ax.axhline(-MAX_DROP * 100, color="grey", ls=":", lw=1)
-        ax.axvline(UA_GOAL, color="grey", ls=":", lw=1)
-        ax.set(xlabel="UA", ylabel="worst change, points (95 % paired)", title=concept)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        goal_axis(ax, UA_GOAL, MAX_DROP, xlabel="UA", ylabel="worst change, points (95 % paired)", title=concept)
     save_figure(fig, args, "retention")
 
 
