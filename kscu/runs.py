@@ -483,9 +483,16 @@ METRIC_COLUMNS = ("figure", "value [95 % interval]", "images")
 
 
 def summary_row(record: RunRecord) -> list:
-    """A record's row of SUMMARY_COLUMNS (UA and IRA of the edited model, with 95 % intervals)."""
+    """A record's row of SUMMARY_COLUMNS (UA and IRA of the edited model, with 95 % intervals; a
+    run of several concepts gives each concept's, named)."""
     when = record.created.replace("T", " ")[:16]
-    cells = [str(record.metrics[name]) if name in record.metrics else "" for name in ("UA", "IRA")]
+
+    def cell(name: str) -> str:
+        if name in record.metrics:
+            return str(record.metrics[name])
+        return "; ".join(f"{c}: {record.metrics[f'{c}: {name}']}" for c in record.concepts if f"{c}: {name}" in record.metrics)
+
+    cells = [cell("UA"), cell("IRA")]
     return [record.id, when, record.kind, ", ".join(record.concepts), record.method, *cells, record.verdict or "", record.seconds]
 
 

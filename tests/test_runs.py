@@ -168,6 +168,8 @@ def test_a_multi_concept_edit_and_its_evaluation_record_every_concept(micro_demo
     measured = record_run(tmp_path, reports, micro_demo, edit=result)
     assert measured.concepts == ["striped", "red"] and {"striped: UA", "red: UA", "red: IRA"} <= set(measured.metrics)
     assert measured.verdict.count("/") == 1, "one verdict per concept"
+    row = dict(zip(runs.SUMMARY_COLUMNS, runs.summary_row(measured)))
+    assert row["UA"].startswith("striped: ") and "; red: " in row["UA"] and row["concept"] == "striped, red"
 
 
 # -- the command line ---------------------------------------------------------------------------
