@@ -268,11 +268,18 @@ def test_the_sanity_check_travels_with_the_edit_file(edit, tmp_path):
 
 
 def test_starting_while_a_cancel_is_finishing_says_so():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def work(job):
+        started.set()
+        return release.wait(600)
+
     runner = JobRunner()
-    job = runner.submit("unlearn 'striped'", lambda job: release.wait(600))
+    job = runner.submit("unlearn 'striped'", work)
     with pytest.raises(JobBusy, match="wait for it or cancel it"):
         runner.submit("second", lambda job: None)
+    # cancel once it runs: a job cancelled before its thread starts ends at once, with nothing to wait for
+    assert started.wait(600)
     job.cancel()
     with pytest.raises(JobBusy, match="still stopping after the cancel.*start again once it shows Cancelled"):
         runner.submit("second", lambda job: None)
