@@ -45,6 +45,17 @@ FORMAT_VERSION = "1"
 EDIT_FILE = "edit.safetensors"
 RUN_FILE = "run.json"
 PROVENANCE_FILE = "kscu_edit.json"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_read_umask()
+"""What a plain open() would give (0644 under the usual umask), read once at import. safetensors
+writes its files 0600, which hides an edit from the other users of a shared folder."""
 RUN_FIELDS = ("losses", "steps", "seconds", "unet_forwards", "unet_backwards", "warnings", "sanity", "others", "trained_concepts")
 """What the edit file's "run" metadata holds besides the config."""
 
@@ -111,6 +122,7 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

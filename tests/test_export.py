@@ -44,6 +44,17 @@ def test_round_trip_through_a_file_and_a_folder(edit, tmp_path):
     assert [p.name for p in tmp_path.rglob("*.tmp")] == []
 
 
+def test_saved_files_are_readable_as_a_plain_open_would_make_them(edit, tmp_path):
+    """safetensors writes 0600; an edit in a shared folder must be readable by the others the umask allows."""
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    folder = save_edit(edit, tmp_path / "run").parent
+    for written in (folder / "edit.safetensors", folder / "run.json"):
+        assert written.stat().st_mode & 0o777 == 0o666 & ~mask, written.name
+
+
 def test_the_file_carries_its_provenance_as_strings(edit, tmp_path):
     with safe_open(str(save_edit(edit, tmp_path / "e.safetensors")), framework="pt") as f:
         meta = f.metadata()
