@@ -80,7 +80,16 @@ def test_demo_style_preset_keeps_the_look_alike_styles_unless_told_otherwise():
     assert UnlearnConfig("striped", kind="style").resolve(SD1).preserve == ()
     # a resolved config survives its JSON round trip; an unresolved one keeps "the preset's"
     assert UnlearnConfig.from_dict(style.to_dict()) == style
-    assert UnlearnConfig.from_dict(UnlearnConfig("striped").to_dict()).preserve is None
+
+
+def test_demo_colour_preset_keeps_the_colours_mixed_from_or_into_it():
+    red = UnlearnConfig("red").resolve(DEMO)
+    assert (red.preserve, red.preserve_weight) == (("purple", "blue"), 6.0)
+    assert UnlearnConfig("purple").resolve(DEMO).preserve == ("red", "blue")
+    assert UnlearnConfig("red", preserve=()).resolve(DEMO).preserve == ()
+    red_and_purple = UnlearnConfig("red", also=("purple",)).parts(DEMO)
+    assert [part.preserve for part in red_and_purple] == [("blue",), ("blue",)], "no concept keeps another the job erases"
+    assert UnlearnConfig.from_dict(red.to_dict()) == red
 
 
 def test_demo_style_preset_maps_a_style_to_plain_unless_told_otherwise():

@@ -28,7 +28,7 @@ PRESETS: dict[str, Preset] = {
     "object": Preset(250, 14, "xattn", 3e-4),
     "style": Preset(200, 24, "xattn", 1.5e-4, preserve_weight=6.0, pool=64),
     "instance": Preset(150, 40, "xattn", 3e-4),
-    "colour": Preset(250, 24, "xattn", 3e-4),
+    "colour": Preset(250, 24, "xattn", 3e-4, preserve_weight=6.0),
     "background": Preset(250, 14, "xattn", 3e-4),
 }
 """The tiny demo model needs far larger steps than SD1.4 (lr 1e-5 changes nothing there) and fewer
@@ -38,7 +38,10 @@ checks too, so it keeps the look-alike styles (weight 6), and it maps the style 
 drawn plain, which erases at a lower learning rate. Walking one trajectory per ~26 iterations (the
 paper's reuse) it still cost the other styles 6-12 points by training seed; it trains on a pool of
 64 trajectories of the unedited model (kscu.trajectories), which kept them within 2 points on
-every seed (docs/results.md, "Retention levers"). The other kinds keep lr 3e-4 / 250, untuned."""
+every seed (docs/results.md, "Retention levers"). The colour preset keeps the colour's look-alikes
+(red: purple, blue; weight 6): without them erasing red cost the other colours 23-32 points, with
+them 3-4; the red shapes' style still loses 8-17 (docs/results.md, "Colour preset"). The pool did
+not erase a colour at all. The other kinds keep lr 3e-4 / 250, untuned."""
 ESD_ITERATIONS = 250
 
 _BASE_SCENE = {"shape": "square", "colour": "blue", "style": "plain", "background": "light"}
@@ -142,8 +145,8 @@ class DemoDomain(Domain):
         return (plain_substitute(concept) or "") if kind == "style" else ""
 
     def default_preserve(self, concept: str, kind: str) -> tuple[str, ...]:
-        """The style preset keeps the concept's look-alike styles; the other presets nothing."""
-        return lookalikes(concept) if kind == "style" else ()
+        """The style and colour presets keep the concept's look-alikes; the other presets nothing."""
+        return lookalikes(concept) if kind in ("style", "colour") else ()
 
     def default_neighbours(self, concept: str, kind: str | None) -> list[str]:
         attribute = attribute_of(concept.strip().lower())

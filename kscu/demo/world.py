@@ -71,11 +71,22 @@ def attribute_of(concept: str) -> str | None:
     return None
 
 
+MIXES = {"purple": ("red", "blue"), "green": ("blue", "yellow")}
+"""The shape world's mixed colours and the colours a painter mixes them from. Erasing "red" cost
+the colour preset's edits purple most of its images, and once purple was kept, blue."""
+
+
 def lookalikes(concept: str) -> tuple[str, ...]:
     """The values that an edit of `concept` is most likely to drag along: the other patterned
-    styles for a patterned style, nothing for any other concept."""
+    styles for a patterned style; for a colour, the colours mixed from it or into it and those
+    mixes' other parts (red: purple, blue); nothing for any other concept."""
     concept = concept.strip().lower()
-    return tuple(v for v in PATTERNED if v != concept) if concept in PATTERNED else ()
+    if concept in PATTERNED:
+        return tuple(v for v in PATTERNED if v != concept)
+    if concept not in ATTRIBUTES["colour"]:
+        return ()
+    related = [c for mix, parts in MIXES.items() if concept == mix or concept in parts for c in (mix, *parts)]
+    return tuple(c for c in dict.fromkeys(related) if c != concept)
 
 
 def plain_substitute(concept: str) -> str | None:
