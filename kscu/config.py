@@ -40,8 +40,8 @@ class UnlearnConfig:
     preserve: concepts whose output must not change (not in the paper): each iteration also pulls
     the tuned model's prediction for one of them at the same step back to the frozen model's,
     weighted by preserve_weight. None = the domain's default (the demo style preset keeps the
-    concept's look-alike styles, everything else nothing); () = none. Costs 1.4x-1.9x the time on
-    the demo model (docs/results.md, "Preservation term").
+    concept's look-alike styles, the colour preset the colours mixed with it, the rest nothing);
+    () = none. Costs 1.4x-1.9x the time on the demo model (docs/results.md, "Preservation term").
     anchor: the concept the erased one is mapped to. None = the domain's default (the demo style
     preset maps a style to the same scene drawn plain, everything else to the phrasing without the
     concept); "" = that phrasing.

@@ -176,7 +176,7 @@ def build(state: WorkbenchState) -> dict:
                                     info="Map the concept to this one instead. The demo style preset maps a style to 'plain'; empty: the sentence without the concept.")
                 keep = gr.Textbox(", ".join(initial.preserve), label="Concepts to keep (optional)", placeholder="e.g. dotted, checkered",
                                   info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time). "
-                                       "The demo style preset keeps the look-alike styles; empty: none.")
+                                       "The demo style and colour presets keep the look-alikes (dotted, checkered; purple, blue); empty: none.")
                 with gr.Row():
                     trajectories = gr.Number(initial.trajectories, precision=0, label="Trajectories per iteration",
                                              info="Each with its own phrasing and noise: steadier updates, more time per iteration (not in the paper).")
