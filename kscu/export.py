@@ -45,6 +45,8 @@ FORMAT_VERSION = "1"
 EDIT_FILE = "edit.safetensors"
 RUN_FILE = "run.json"
 PROVENANCE_FILE = "kscu_edit.json"
+RUN_FIELDS = ("losses", "steps", "seconds", "unet_forwards", "unet_backwards", "warnings", "sanity", "others", "trained_concepts")
+"""What the edit file's "run" metadata holds besides the config."""
 
 
 def _read_umask() -> int:
@@ -56,8 +58,6 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 """What a plain open() would give (0644 under the usual umask), read once at import. safetensors
 writes its files 0600, which hides an edit from the other users of a shared folder."""
-RUN_FIELDS = ("losses", "steps", "seconds", "unet_forwards", "unet_backwards", "warnings", "sanity", "others", "trained_concepts")
-"""What the edit file's "run" metadata holds besides the config."""
 
 
 class EditLoadError(ValueError):

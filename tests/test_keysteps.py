@@ -80,6 +80,7 @@ def test_demo_style_preset_keeps_the_look_alike_styles_unless_told_otherwise():
     assert UnlearnConfig("striped", kind="style").resolve(SD1).preserve == ()
     # a resolved config survives its JSON round trip; an unresolved one keeps "the preset's"
     assert UnlearnConfig.from_dict(style.to_dict()) == style
+    assert UnlearnConfig.from_dict(UnlearnConfig("striped").to_dict()).preserve is None
 
 
 def test_demo_colour_preset_keeps_the_colours_mixed_from_or_into_it():

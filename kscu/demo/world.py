@@ -83,8 +83,6 @@ def lookalikes(concept: str) -> tuple[str, ...]:
     concept = concept.strip().lower()
     if concept in PATTERNED:
         return tuple(v for v in PATTERNED if v != concept)
-    if concept not in ATTRIBUTES["colour"]:
-        return ()
     related = [c for mix, parts in MIXES.items() if concept == mix or concept in parts for c in (mix, *parts)]
     return tuple(c for c in dict.fromkeys(related) if c != concept)
 
