@@ -9,6 +9,7 @@
     python -m kscu compare   --edit runs/striped --edit runs/striped-esd --grid compare.png
     python -m kscu evaluate  --edit runs/striped --family sd1 --judge assets/shape-clip --neighbours plain,dotted,checkered,outlined
     python -m kscu attack    --edit runs/striped --attack embedding --json
+    python -m kscu sweep     --concepts striped,star --seeds 0,1,2 --methods kscu,esd --out sweeps/vs-esd [--ray]
     python -m kscu export    --edit runs/striped --out runs/striped-pipeline
     python -m kscu export    --edit runs/striped --single-file runs/striped.safetensors
     python -m kscu export    --edit runs/striped --lora --rank 8 --out runs/striped-lora
@@ -129,6 +130,31 @@ def _parser() -> argparse.ArgumentParser:
         attack.add_argument(f"--{name}", type=type(default), default=default, help=f"{text} (default {default})")
     attack.add_argument("--grid", type=Path, default=None, help="save plain and attacked images per model here (PNG)")
     _add_record_args(attack)
+
+    sweep = commands.add_parser("sweep", help="concepts x seeds x methods x windows: an unlearning run per cell, scored; "
+                                "one table and plot, resumable, on Ray if asked")
+    _add_model_args(sweep)
+    sweep.add_argument("--concepts", required=True, help="comma list of concepts, e.g. striped,star,red")
+    sweep.add_argument("--seeds", default="0", help="comma list of training seeds (default 0)")
+    sweep.add_argument("--methods", default=None, help="comma list of kscu, esd (default kscu, unless --setting alone is given)")
+    sweep.add_argument("--windows", default=None, help="comma list of key-step windows START-END (steps [START, END)) or preset "
+                       "(default preset), crossed with --methods")
+    sweep.add_argument("--setting", action="append", default=None, help="a further setting NAME:field=value:field=value "
+                       "(unlearning fields, e.g. wide:trajectories=4:lr=3e-4; repeat for several)")
+    sweep.add_argument("--iterations", type=_positive_int, default=None, help="iterations of every run (default: each preset's)")
+    sweep.add_argument("--num-steps", type=_positive_int, default=50, help="DDIM steps of the training schedule (default 50)")
+    sweep.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS, help=f"erase-set prompts per cell (default {ERASE_PROMPTS})")
+    sweep.add_argument("--n-retain", type=_positive_int, default=RETAIN_PROMPTS, help=f"retain-set prompts per cell (default {RETAIN_PROMPTS})")
+    sweep.add_argument("--eval-steps", type=_positive_int, default=25, help="DDIM steps of the evaluation images (default 25)")
+    sweep.add_argument("--quick-eval", type=int, default=0, help="prompts per set of a second, smaller verdict per cell (default 0: none)")
+    sweep.add_argument("--ua-goal", type=float, default=0.95, help="a cell meets the goal with UA at least this (default 0.95) ...")
+    sweep.add_argument("--max-drop", type=float, default=0.05, help="... and IRA and every CRA down at most this (default 0.05)")
+    sweep.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads per cell (default 2)")
+    sweep.add_argument("--ray", action="store_true", help="run the cells as Ray tasks on a local Ray (pip install ray)")
+    sweep.add_argument("--address", default=None, help="run them on the Ray cluster at this address (implies --ray)")
+    sweep.add_argument("--workers", type=_positive_int, default=None, help="concurrent cells on the local Ray (default: cores / --threads)")
+    sweep.add_argument("--out", type=Path, required=True, help="folder of the store (finished cells are not run again), "
+                       "sweep.json and sweep.png")
 
     export = commands.add_parser("export", help="the edited model as a diffusers folder, one SD1.x checkpoint file, or a LoRA")
     _add_model_args(export)
@@ -535,6 +561,36 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from kscu.sweep import Setting, SweepError, SweepPlan, grid_settings, run_sweep, save
+
+    try:
+        seeds = tuple(int(seed) for seed in _list_arg(args.seeds) or [])
+    except ValueError:
+        raise SweepError(f"seeds: {args.seeds!r} is not a comma list of whole numbers, e.g. 0,1,2") from None
+    settings = []
+    if args.methods is not None or args.windows is not None or not args.setting:
+        settings = grid_settings(_list_arg(args.methods) or ["kscu"], _list_arg(args.windows) or ["preset"])
+    settings += [Setting.parse(text) for text in args.setting or []]
+    plan = SweepPlan(tuple(_list_arg(args.concepts) or []), seeds, tuple(settings), args.model, args.family, args.judge, args.device,
+                     args.allow_pickle, args.num_steps, args.iterations, args.n_erase, args.n_retain, args.eval_steps, args.quick_eval,
+                     args.ua_goal, args.max_drop, args.threads)
+
+    def report(cell) -> None:
+        row = cell.row()
+        print(f"{row['setting']} / {row['concept']} / seed {row['seed']}: UA {row['ua']:.2f}, worst {row['worst']} "
+              f"{row['worst_change']:+.1f} points, goal {row['goal']} ({row['seconds']:.0f} s)", file=sys.stderr)
+
+    result = run_sweep(plan, args.out, use_ray=args.ray, ray_address=args.address, workers=args.workers, on_cell=report)
+    results, plot = save(result, args.out)
+    rows = result.rows()
+    columns = ("setting", "concept", "seed", "seconds", "ua", "ua_low", "ira_change", "worst", "worst_change", "worst_low", "goal", "verdict")
+    text = _table(columns, [[row[c] for c in columns] for row in rows])
+    text += f"\n{result.ran} cells run now, {len(rows) - result.ran} from the store; table: {results}; plot: {plot}"
+    _print(args, {**result.to_dict(), "ran": result.ran, "results": str(results), "plot": str(plot)}, text)
+    return 0
+
+
 def cmd_export(args) -> int:
     import torch
 
@@ -653,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     handlers = {"influence": cmd_influence, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "quick-erase": cmd_quick_erase,
-                "compare": cmd_compare, "attack": cmd_attack, "export": cmd_export, "generate": cmd_generate, "runs": cmd_runs}
+                "compare": cmd_compare, "attack": cmd_attack, "sweep": cmd_sweep, "export": cmd_export, "generate": cmd_generate, "runs": cmd_runs}
     from kscu.models import ModelLoadError
     from kscu.validation import ConfigError
 

@@ -1,4 +1,4 @@
-"""Matplotlib figures for the workbench: influence curves and the live loss curve.
+"""Matplotlib figures for the workbench: influence curves, the live loss curve and a sweep's cells.
 
 Figures are built on matplotlib.figure.Figure with an Agg canvas, never through pyplot: no
 global figure registry to leak from a long-running UI, and no display needed. Sized for a web
@@ -6,7 +6,7 @@ page (about 8 x 4 inches).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,6 +15,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from kscu.influence import InfluenceReport
+
+if TYPE_CHECKING:
+    from kscu.sweep import SweepResult
 
 X_LABEL = "denoising step (0 = pure noise)"
 _CAUSAL_STYLE = {"causal_from": ("--", "o", "concept from step k on"), "causal_until": ("-.", "^", "concept up to step k")}
@@ -120,4 +123,30 @@ def loss_figure(losses: Sequence[float], steps: Sequence[int]) -> Figure:
     handles = ax.get_legend_handles_labels()[0] + step_ax.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
+    return fig
+
+
+def sweep_figure(result: "SweepResult") -> Figure:
+    """One panel per concept: each cell's UA (x) against its worst retention change in points (y,
+    with the change's paired 95 % interval), one colour per setting, and the goal's two lines, so
+    a setting that keeps the rest on every seed sits in the top-right corner on every panel. Each
+    setting's points sit a hair apart in x, so that settings with the same figures stay visible."""
+    plan = result.plan
+    fig = Figure(figsize=(4.2 * len(plan.concepts), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(plan.concepts), squeeze=False)[0]
+    for ax, concept in zip(axes, plan.concepts):
+        for i, setting in enumerate(plan.settings):
+            cells = [c for c in result.cells if c.setting == setting.name and c.concept == concept]
+            worst = [c.drops[c.worst] for c in cells]
+            x = [c.ua.value + (i - (len(plan.settings) - 1) / 2) * 0.003 for c in cells]
+            y = [-w.value * 100 for w in worst]
+            spread = [[(w.high - w.value) * 100 if w.high is not None else 0 for w in worst],
+                      [(w.value - w.low) * 100 if w.low is not None else 0 for w in worst]]
+            ax.errorbar(x, y, yerr=spread, fmt="o", color=f"C{i % 10}", label=setting.name, capsize=2)
+        ax.axhline(-plan.max_drop * 100, color="grey", ls=":", lw=1)
+        ax.axvline(plan.ua_goal, color="grey", ls=":", lw=1)
+        ax.set(xlabel="UA (erased share)", ylabel="worst retention change, points", title=concept)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return fig
