@@ -163,8 +163,12 @@ class SweepPlan:
         return {"num_steps": self.num_steps} | ({"iterations": self.iterations} if self.iterations is not None else {})
 
     @property
-    def evaluation(self) -> dict[str, int]:
-        return {"n_erase": self.n_erase, "n_retain": self.n_retain, "num_steps": self.eval_steps}
+    def sizes(self) -> list[tuple[int, int]]:
+        """(erase, retain) prompts of each evaluation: the full one, then the quick one if asked."""
+        return [(self.n_erase, self.n_retain)] + ([(self.quick_eval, self.quick_eval)] if self.quick_eval else [])
+
+    def evaluation(self, size: tuple[int, int]) -> dict[str, int]:
+        return {"n_erase": size[0], "n_retain": size[1], "num_steps": self.eval_steps}
 
 
 @dataclass(frozen=True)
@@ -280,10 +284,10 @@ def check_plan(plan: SweepPlan) -> None:
             raise SweepError(f"setting {cell.setting!r}, concept {cell.concept!r}: {error.field}: {error.problem}") from None
 
 
-def evaluate_base(plan: SweepPlan, concept: str) -> EvalReport:
-    """The unedited model's evaluation of one concept, on the prompts and seeds every cell uses."""
+def evaluate_base(plan: SweepPlan, concept: str, size: tuple[int, int]) -> EvalReport:
+    """The unedited model's evaluation of one concept at one of plan.sizes, on the prompts and seeds every cell uses."""
     _threads(plan.threads)
-    return evaluate_edit(_model(plan), None, concept, **plan.evaluation)
+    return evaluate_edit(_model(plan), None, concept, **plan.evaluation(size))
 
 
 def run_cell(plan: SweepPlan, cell: Cell, base: EvalReport, quick_base: EvalReport | None = None) -> CellResult:
@@ -295,7 +299,7 @@ def run_cell(plan: SweepPlan, cell: Cell, base: EvalReport, quick_base: EvalRepo
     config = plan.setting(cell.setting).config(cell.concept, cell.seed, plan.training, model)
     result = unlearn(model, config)
     edited = result.apply(model)
-    report = evaluate_edit(model, edited, cell.concept, base=base, **plan.evaluation)
+    report = evaluate_edit(model, edited, cell.concept, base=base, **plan.evaluation(plan.sizes[0]))
     before, after = ({row.name: row for row in metric_rows(m)} for m in (report.before, report.after))
     drops = {name.lower(): Metric.from_dict(before[name].change(after[name]).to_dict())
              for name in ["IRA"] + [f"CRA {g}" for g in report.before["cra"]]}
@@ -303,20 +307,11 @@ def run_cell(plan: SweepPlan, cell: Cell, base: EvalReport, quick_base: EvalRepo
     ua = Metric.from_dict(after["UA"].rate.to_dict())
     quick = None
     if quick_base is not None:
-        small = evaluate_edit(model, edited, cell.concept, base=quick_base, **_quick(plan))
+        small = evaluate_edit(model, edited, cell.concept, base=quick_base, **plan.evaluation(plan.sizes[1]))
         quick = verdict(small).outcome
     return CellResult(cell.setting, cell.concept, cell.seed, config.to_dict(), round(result.seconds, 2), result.unet_forwards, ua,
                       drops, worst, report.after["ira_by_value"],
                       ua.value >= plan.ua_goal and all(d.value <= plan.max_drop for d in drops.values()), verdict(report).outcome, quick)
-
-
-def evaluate_quick_base(plan: SweepPlan, concept: str) -> EvalReport:
-    _threads(plan.threads)
-    return evaluate_edit(_model(plan), None, concept, **_quick(plan))
-
-
-def _quick(plan: SweepPlan) -> dict[str, int]:
-    return {"n_erase": plan.quick_eval, "n_retain": plan.quick_eval, "num_steps": plan.eval_steps}
 
 
 # -- the store -------------------------------------------------------------------------------------
@@ -380,8 +375,7 @@ def run_sweep(plan: SweepPlan, out: str | Path, *, ray_address: str | None = Non
         if todo:
             runner.check()  # before anything is written: a setting that cannot run leaves no folder behind
         out.mkdir(parents=True, exist_ok=True)
-        sizes = [(plan.n_erase, plan.n_retain)] + ([(plan.quick_eval, plan.quick_eval)] if plan.quick_eval else [])
-        needed = [(concept, size) for concept in dict.fromkeys(c.concept for c in todo) for size in sizes
+        needed = [(concept, size) for concept in dict.fromkeys(c.concept for c in todo) for size in plan.sizes
                   if _base_key(concept, *size) not in stored_bases]
         for concept, size, report in runner.bases(needed):
             stored_bases[_base_key(concept, *size)] = report.to_dict()
@@ -411,8 +405,7 @@ class _LocalRunner:
 
     def bases(self, needed: list[tuple[str, tuple[int, int]]]) -> Iterable[tuple[str, tuple[int, int], EvalReport]]:
         for concept, size in needed:
-            full = size == (self.plan.n_erase, self.plan.n_retain)
-            yield concept, size, (evaluate_base if full else evaluate_quick_base)(self.plan, concept)
+            yield concept, size, evaluate_base(self.plan, concept, size)
 
     def cells(self, jobs) -> Iterable[CellResult]:
         for cell, base, quick in jobs:
@@ -442,7 +435,7 @@ class _RayRunner:
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": str(package.parent)}})
         self.remote = {fn.__name__: ray.remote(num_cpus=plan.threads, max_retries=0)(fn)
-                       for fn in (check_plan, evaluate_base, evaluate_quick_base, run_cell)}
+                       for fn in (check_plan, evaluate_base, run_cell)}
 
     def check(self) -> None:
         self.ray.get(self.remote["check_plan"].remote(self.plan))
@@ -456,8 +449,7 @@ class _RayRunner:
     def bases(self, needed):
         refs = {}
         for concept, size in needed:
-            fn = self.remote["evaluate_base" if size == (self.plan.n_erase, self.plan.n_retain) else "evaluate_quick_base"]
-            refs[fn.remote(self.plan, concept)] = (concept, size)
+            refs[self.remote["evaluate_base"].remote(self.plan, concept, size)] = (concept, size)
         for (concept, size), report in self._as_done(refs):
             yield concept, size, report
 

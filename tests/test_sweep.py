@@ -52,7 +52,7 @@ def test_a_stopped_sweep_keeps_its_finished_cells_and_a_rerun_runs_only_the_rest
 
 def test_a_cell_reports_the_evaluation_of_the_edit_its_setting_makes(micro_demo_dir, micro_demo):
     plan = tiny_plan(micro_demo_dir, seeds=(3,), settings=[Setting.parse("late:start_step=5:lr=1e-3")])
-    cell = run_cell(plan, plan.cells()[0], evaluate_base(plan, "striped"))
+    cell = run_cell(plan, plan.cells()[0], evaluate_base(plan, "striped", plan.sizes[0]))
     config = UnlearnConfig("striped", start_step=5, lr=1e-3, seed=3, num_steps=8, iterations=2).resolve(micro_demo.domain)
     assert cell.config == config.to_dict()
     edited = unlearn(micro_demo, config).apply(micro_demo)
