@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from _common import BenchParser, figure, format_table, goal_axis, load_demo, save_figure, words, write_results
 from kscu.config import UnlearnConfig
-from kscu.evaluation import EvalReport, evaluate_each, metric_rows
+from kscu.evaluation import EvalReport, evaluate_each, metric_rows, retention_drops
 from kscu.models import LoadedModel
 from kscu.trainer import unlearn
 
@@ -58,11 +58,9 @@ def edited_by(model: LoadedModel, concepts: list[str], variant: str, seed: int, 
 
 
 def concept_row(base: EvalReport, after: EvalReport) -> dict:
-    before_rows, after_rows = ({row.name: row for row in metric_rows(m)} for m in (base.before, after.after))
-    drops = {name.lower(): before_rows[name].change(after_rows[name])
-             for name in ["IRA"] + [f"CRA {g}" for g in base.before["cra"]]}
+    drops = {name.lower(): drop for name, drop in retention_drops(base.before, after.after).items()}
     worst = max(drops, key=lambda k: drops[k].value)
-    ua = after_rows["UA"].rate
+    ua = next(row for row in metric_rows(after.after) if row.name == "UA").rate
     return {"concept": after.concept, "ua": ua.to_dict(), "drops": {k: d.to_dict() for k, d in drops.items()}, "worst": worst,
             "goal_met": ua.value >= UA_GOAL and all(d.value <= MAX_DROP for d in drops.values())}
 

@@ -388,7 +388,7 @@ def cmd_unlearn(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from kscu.evaluation import evaluate_each, format_table, verdict
-    from kscu.importing import IMPORTED
+    from kscu.config import IMPORTED
 
     model = _load(args)
     edit, edited = _edited_unet(args, model)

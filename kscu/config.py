@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from kscu.domain import Domain
 
 METHODS = ("kscu", "esd")
+IMPORTED = "imported"
+"""The method recorded for an edit whose making the workbench did not see (kscu.importing)."""
+KNOWN_FOR_IMPORTED = ("concept", "kind", "method", "also")
+"""What an imported edit's config says that is true: the rest are defaults, not how it was trained."""
 PARAM_SUBSETS = ("xattn", "noxattn", "full")
 PER_CONCEPT = ("kind", "start_step", "end_step", "lr", "params", "anchor", "preserve", "preserve_weight",
                "trajectories", "pool")
@@ -139,6 +143,13 @@ class UnlearnConfig:
     def to_dict(self) -> dict:
         """JSON-typed (preserve and also as lists), the inverse of from_dict."""
         return {**asdict(self), "preserve": None if self.preserve is None else list(self.preserve), "also": list(self.also)}
+
+    def known_settings(self) -> dict:
+        """to_dict, less what is not known: an imported edit's config holds the dataclass defaults
+        for every training setting, and a record or a page showing them would tell a reviewer how
+        the edit was trained when nobody here knows."""
+        data = self.to_dict()
+        return {k: v for k, v in data.items() if k in KNOWN_FOR_IMPORTED} if self.method == IMPORTED else data
 
     @classmethod
     def from_dict(cls, data: dict) -> "UnlearnConfig":

@@ -369,7 +369,13 @@ def verdict(
     detection_after = after["detection rate (erase set)"].rate
     checks = [_at_least("detected_before", before["detection rate (erase set)"].rate, detected_before),
               _at_most("erased_after", detection_after.value, detection_after.interval, erased_after)]
-    for name, check in [("IRA", "ira_kept")] + [(f"CRA {g}", f"cra_{g}_kept") for g in report.before["cra"]]:
-        drop = before[name].change(after[name])
-        checks.append(_at_most(check, drop.value, drop.interval, max_drop))
+    for name, drop in retention_drops(report.before, report.after).items():
+        checks.append(_at_most("ira_kept" if name == "IRA" else f"cra_{name.removeprefix('CRA ')}_kept", drop.value, drop.interval, max_drop))
     return Verdict(tuple(checks))
+
+
+def retention_drops(before: dict, after: dict) -> dict[str, Drop]:
+    """The paired drop of IRA and of each CRA ("IRA", "CRA <group>") from one side's metrics to the
+    other's on the same images: what the verdict, the sweeps and the benchmarks hold to a bound."""
+    rows_before, rows_after = ({row.name: row for row in metric_rows(m)} for m in (before, after))
+    return {name: rows_before[name].change(rows_after[name]) for name in ["IRA"] + [f"CRA {g}" for g in before["cra"]]}

@@ -20,14 +20,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from kscu.config import UnlearnConfig
+from kscu.config import IMPORTED, UnlearnConfig
 from kscu.export import EDIT_FILE, FORMAT, EditLoadError, load_edit
 from kscu.lora import LoraError, is_lora, merge_lora
 from kscu.models import PICKLE_SUFFIXES, LoadedModel
 from kscu.trainer import UnlearnResult
 
-IMPORTED = "imported"
-"""The method recorded for an edit whose making the workbench did not see."""
 UNET_PREFIX = "unet."
 CHECKPOINT_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")
 

@@ -193,7 +193,7 @@ def _reports_metrics(reports: list[EvalReport]) -> dict[str, Metric]:
 
 def _unlearn_config(result: UnlearnResult) -> dict:
     """The settings of an edit: the first concept's under "unlearn", each further one's under "unlearn <concept>"."""
-    return {"unlearn": result.config.to_dict(), **{f"unlearn {other.concept}": other.to_dict() for other in result.others}}
+    return {"unlearn": result.config.known_settings(), **{f"unlearn {other.concept}": other.known_settings() for other in result.others}}
 
 
 def _evaluation_config(report: EvalReport) -> dict:

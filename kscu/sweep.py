@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from kscu.config import METHODS, UnlearnConfig, from_inputs
-from kscu.evaluation import EvalReport, evaluate_edit, metric_rows, verdict
+from kscu.evaluation import EvalReport, evaluate_edit, metric_rows, retention_drops, verdict
 from kscu.export import version_info, write_atomically
 from kscu.models import LoadedModel, load_model
 from kscu.runs import Metric
@@ -300,11 +300,9 @@ def run_cell(plan: SweepPlan, cell: Cell, base: EvalReport, quick_base: EvalRepo
     result = unlearn(model, config)
     edited = result.apply(model)
     report = evaluate_edit(model, edited, cell.concept, base=base, **plan.evaluation(plan.sizes[0]))
-    before, after = ({row.name: row for row in metric_rows(m)} for m in (report.before, report.after))
-    drops = {name.lower(): Metric.from_dict(before[name].change(after[name]).to_dict())
-             for name in ["IRA"] + [f"CRA {g}" for g in report.before["cra"]]}
+    drops = {name.lower(): Metric.from_dict(drop.to_dict()) for name, drop in retention_drops(report.before, report.after).items()}
     worst = max(drops, key=lambda k: drops[k].value)
-    ua = Metric.from_dict(after["UA"].rate.to_dict())
+    ua = Metric.of(next(row for row in metric_rows(report.after) if row.name == "UA"))
     quick = None
     if quick_base is not None:
         small = evaluate_edit(model, edited, cell.concept, base=quick_base, **plan.evaluation(plan.sizes[1]))

@@ -14,8 +14,9 @@ from diffusers import StableDiffusionPipeline
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from kscu.config import IMPORTED
 from kscu.export import EditLoadError, OutputError, export_single_file, save_edit
-from kscu.importing import IMPORTED, open_edit
+from kscu.importing import open_edit
 from kscu.lora import LoraError, low_rank, max_rank, read_lora, save_lora
 
 from conftest import REPO

@@ -45,6 +45,18 @@ def edit():
 # -- the library --------------------------------------------------------------------------------
 
 
+def test_an_imported_edit_records_only_what_it_says_about_itself(edit, tmp_path):
+    """Its config holds defaults for every training setting: recorded, they would read as how it was trained."""
+    from kscu.config import IMPORTED, UnlearnConfig
+
+    foreign = dataclasses.replace(edit, config=UnlearnConfig("striped", kind="style", method=IMPORTED, also=("red",)),
+                                  others=[UnlearnConfig("red", kind="colour", method=IMPORTED)])
+    record = record_run(tmp_path, foreign)
+    assert record.config["unlearn"] == {"concept": "striped", "kind": "style", "method": IMPORTED, "also": ["red"]}
+    assert record.config["unlearn red"] == {"concept": "red", "kind": "colour", "method": IMPORTED, "also": []}
+    assert record_run(tmp_path, edit).config["unlearn"]["lr"] == 1e-3  # our own edits keep every setting
+
+
 def test_an_unlearning_is_recorded_with_what_repeats_it(edit, tmp_path):
     record = record_run(tmp_path, edit, edit_path="runs/striped")
     assert record.kind == "unlearn" and record.concepts == ["striped"] and record.method == "kscu"

@@ -28,7 +28,7 @@ def metadata(result: UnlearnResult) -> dict:
             "base_model": result.base_source, "base_hash": result.base_hash, "family": result.family,
             "seconds": round(result.seconds, 1), "tensors": len(result.params),
             "unet_forwards": result.unet_forwards, "unet_backwards": result.unet_backwards,
-            "sanity": result.sanity.to_dict() if result.sanity is not None else None, "config": result.config.to_dict()}
+            "sanity": result.sanity.to_dict() if result.sanity is not None else None, "config": result.config.known_settings()}
 
 
 KEEP_DOWNLOADS = 4

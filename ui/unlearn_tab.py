@@ -8,10 +8,9 @@ from typing import Callable
 
 import gradio as gr
 
-from kscu.config import UnlearnConfig, from_inputs
+from kscu.config import IMPORTED, UnlearnConfig, from_inputs
 from kscu.domain import Domain
 from kscu.grids import blur, grid_prompts
-from kscu.importing import IMPORTED
 from kscu.jobs import start_unlearning
 from kscu.plots import loss_figure
 from kscu.trainer import UnlearnResult
