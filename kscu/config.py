@@ -75,8 +75,10 @@ class UnlearnConfig:
     pool: int | None = _setting("KSCU: draw this many trajectories with the unedited model before training and train every "
                                 "iteration on random ones at the window's steps (not in the paper; 0: walk one trajectory of the "
                                 "model being tuned, as the paper does); default: the preset's")
-    adversarial: bool = _setting("robust erasure: learned prompt tokens attack the model during training and are erased too "
-                                 "(kscu.adversarial; not in the paper)", False)
+    adversarial: bool = _setting("experimental adversarial training: learned prompt tokens attack the model during training and "
+                                 "are erased too (kscu.adversarial; not in the paper). Measured on 'striped' with the style "
+                                 "preset, it made the edit easier to break (learned tokens brought it back on 88-94 in 100 "
+                                 "images, against 0-29 without it): check an edit in the Red team before trusting it", False)
     also: tuple[str, ...] = _setting("further concepts erased in the same job, comma list (e.g. red): each gets its own kind's "
                                      "preset (window, lr, anchor, kept concepts, ...); those settings given here are the first "
                                      "concept's, the iterations and the job-wide ones (method, steps, guidance, seed) every concept's",
@@ -129,8 +131,8 @@ class UnlearnConfig:
         a further concept shares the iterations and the job-wide ones (method, K steps, guidance,
         seed, ...) and takes its own kind's preset for every PER_CONCEPT field, so erasing striped and red
         trains red with the colour preset, not with the style preset's anchor and window. No
-        concept preserves another that the job erases: named by the user it is a ConfigError,
-        added by a preset it is dropped."""
+        concept preserves another that the job erases, nor becomes one (its anchor): named by the
+        user it is a ConfigError, chosen by a preset it is dropped or replaced."""
         first = self.resolve(domain)
         own = {name: None for name in PER_CONCEPT}
         others = [replace(self, concept=c, also=(), **own).resolve(domain) for c in first.also]
@@ -138,7 +140,15 @@ class UnlearnConfig:
         both = [p for p in first.preserve if p.lower() in erased] if self.preserve is not None else []
         if both:
             raise ConfigError("preserve", f"{both[0]!r} is both erased and preserved; remove it from the concepts to keep")
-        return tuple(replace(part, preserve=tuple(p for p in part.preserve if p.lower() not in erased)) for part in (first, *others))
+        if self.anchor is not None and self.anchor.strip().lower() in erased:
+            raise ConfigError("anchor", f"{self.anchor.strip()!r} is erased in the same job, so it cannot be what "
+                                        f"{first.concept!r} becomes; choose another anchor or leave it empty")
+
+        def unerased(part: UnlearnConfig) -> UnlearnConfig:
+            anchor = part.anchor if part.anchor.lower() not in erased else domain.default_anchor(part.concept, part.kind, erased)
+            return replace(part, anchor=anchor, preserve=tuple(p for p in part.preserve if p.lower() not in erased))
+
+        return tuple(unerased(part) for part in (first, *others))
 
     def to_dict(self) -> dict:
         """JSON-typed (preserve and also as lists), the inverse of from_dict."""

@@ -127,8 +127,9 @@ class Domain(ABC):
         """Prompts whose output the edit must leave as it was (the optional preservation term);
         none names a concept in `avoid` (holding it where the unedited model drew it would undo its erasure)."""
 
-    def default_anchor(self, concept: str, kind: str) -> str:
-        """What the erased concept becomes when the user names no anchor ("" = the phrasing without it)."""
+    def default_anchor(self, concept: str, kind: str, avoid: Sequence[str] = ()) -> str:
+        """What the erased concept becomes when the user names no anchor ("" = the phrasing without it);
+        never a concept in `avoid` (the job's other erased concepts: the target would teach it back)."""
         return ""
 
     def default_preserve(self, concept: str, kind: str) -> tuple[str, ...]:

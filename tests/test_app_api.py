@@ -329,7 +329,7 @@ def test_unlearn_tab_fills_the_style_presets_anchor_and_kept_styles():
 
     iterations, lr, params, _start, _end, anchor, keep, trajectories, pool = preset_fields(SimpleNamespace(model=None), "striped", "style", "kscu", 50)
     assert (iterations, lr, params, anchor, keep, trajectories, pool.value) == (200, 1.5e-4, "xattn", "plain", "dotted, checkered", 1, 64)
-    assert preset_fields(SimpleNamespace(model=None), "star", "object", "kscu", 50)[5:7] == ("", "")
+    assert preset_fields(SimpleNamespace(model=None), "star", "object", "kscu", 50)[5:7] == ("square", ""), "a shape becomes a square"
 
 
 def test_nudity_is_blurred_only_where_the_domain_may_show_it():

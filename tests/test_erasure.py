@@ -1,5 +1,5 @@
-"""Behaviour on the shipped demo model, through the documented CLI: erasing "striped" makes the
-model draw stripes far less often, and the other styles, shapes, colours and backgrounds survive.
+"""Behaviour on the shipped demo model, through the documented CLI: erasing "striped" (or "star") makes the
+model draw stripes (stars) far less often, and the other styles, shapes, colours and backgrounds survive.
 
 The example of the README, run as a user would:
     python -m kscu unlearn --concept striped --kind style --out runs/striped
@@ -57,3 +57,30 @@ def test_other_styles_and_attributes_survive(striped_report):
 def test_the_verdict_passes_on_the_whole_intervals(striped_report):
     checks = striped_report["verdict"]
     assert checks["outcome"] == "passed", {name: c["outcome"] for name, c in checks["checks"].items()}
+
+
+
+@pytest.fixture(scope="module")
+def star_edit(tmp_path_factory) -> tuple[dict, dict]:
+    """The object preset as a user gets it: no --kind (the domain infers "object"), star mapped to a
+    square. Measured, training seed 0: star read on 1 % of the held-out images after, the worst
+    change -0.8 points (IRA), verdict passed (docs/results.md, "Object preset"); with the earlier
+    target, the sentence without the shape, 16 % of the stars stayed. Returns (run.json's config,
+    the evaluation)."""
+    out = tmp_path_factory.mktemp("erasure") / "star"
+    done = run_cli("unlearn", "--concept", "star", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    evaluated = run_cli("evaluate", "--edit", str(out), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    return json.loads((out / "run.json").read_text())["config"], json.loads(evaluated.stdout)
+
+
+def test_erasing_star_turns_stars_into_squares_and_keeps_the_rest(star_edit):
+    config, report = star_edit
+    assert (config["kind"], config["anchor"]) == ("object", "square")
+    before, after = report["before"], report["after"]
+    assert before["detection_rate"] >= 0.90 and after["detection_rate"] <= 0.05
+    assert after["ira"] >= before["ira"] - MAX_IRA_DROP, "the other shapes are still drawn right"
+    for attribute, accuracy in before["cra"].items():
+        assert abs(after["cra"][attribute] - accuracy) <= MAX_CRA_CHANGE, attribute
+    assert report["verdict"]["outcome"] == "passed"

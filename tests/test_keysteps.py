@@ -93,13 +93,16 @@ def test_demo_colour_preset_keeps_the_colours_mixed_from_or_into_it():
     assert UnlearnConfig.from_dict(red.to_dict()) == red
 
 
-def test_demo_style_preset_maps_a_style_to_plain_unless_told_otherwise():
+def test_demo_presets_map_a_style_to_plain_and_a_shape_to_a_square_unless_told_otherwise():
     assert UnlearnConfig("Striped", kind="style").resolve(DEMO).anchor == "plain"
     assert UnlearnConfig("outlined", kind="style").resolve(DEMO).anchor == "plain"
     assert UnlearnConfig("plain", kind="style").resolve(DEMO).anchor == "", "plain has no plain substitute"
     assert UnlearnConfig("striped", kind="style", anchor="").resolve(DEMO).anchor == ""
     assert UnlearnConfig("striped", kind="style", anchor=" dotted ").resolve(DEMO).anchor == "dotted"
-    assert UnlearnConfig("star", kind="object").resolve(DEMO).anchor == ""
+    assert UnlearnConfig("star", kind="object").resolve(DEMO).anchor == "square"
+    assert UnlearnConfig("square").resolve(DEMO).anchor == "circle", "a square becomes the next substitute"
+    assert UnlearnConfig("star", anchor="").resolve(DEMO).anchor == "", "empty: the sentence without the shape"
+    assert UnlearnConfig("red").resolve(DEMO).anchor == "" and UnlearnConfig("dark").resolve(DEMO).anchor == ""
     assert UnlearnConfig("striped", kind="style").resolve(SD1).anchor == "", "SD1.x keeps the paper's empty anchor"
 
 

@@ -22,6 +22,10 @@ def test_each_further_concept_takes_its_own_kinds_preset(micro_demo):
     assert (red.iterations, red.seed, red.num_steps) == (7, 3, striped.num_steps), "iterations and job-wide settings are shared"
     assert red.lr == micro_demo.domain.preset("colour").lr and striped.lr == micro_demo.domain.preset("style").lr
     dotted_first = check_config(UnlearnConfig("dotted", also=("striped",)), micro_demo).config
+    star, square = check_config(UnlearnConfig("star", also=("square",)), micro_demo).parts
+    assert (star.anchor, square.anchor) == ("circle", "circle"), "no concept becomes another the same job erases"
+    striped, plain = check_config(UnlearnConfig("striped", also=("plain",)), micro_demo).parts
+    assert (striped.anchor, plain.anchor) == ("", ""), "no substitute left: the sentence without the word"
     assert "striped" not in dotted_first.preserve, "a preset never keeps a concept the same job erases"
 
 
@@ -31,6 +35,7 @@ def test_each_further_concept_takes_its_own_kinds_preset(micro_demo):
     (UnlearnConfig("striped", also="red"), "also", "not a list"),
     (UnlearnConfig("striped", also=("red",), schedule="together"), "schedule", "choose in_turn or interleaved"),
     (UnlearnConfig("striped", also=("red",), preserve=("red",)), "preserve", "both erased and preserved"),
+    (UnlearnConfig("star", also=("square",), anchor="square"), "anchor", "erased in the same job"),
 ])
 def test_a_wrong_multi_concept_request_names_its_field(micro_demo, request_, field, message):
     with pytest.raises(ConfigError, match=message) as caught:
