@@ -331,6 +331,14 @@ def unlearn(
     for i, (n, j) in enumerate(order):
         if should_stop is not None and should_stop():
             raise UnlearnCancelled(f"cancelled after {i} of {len(order)} iterations; the base model is unchanged")
+        if cfg.schedule == "in_turn" and i > 0 and n != order[i - 1][0]:
+            # Each window in turn starts a fresh Adam, as a separate job would (the targets stay the
+            # unedited model's): Adam's second moments remember about a thousand iterations of the
+            # previous concept's gradients, so a later concept with smaller ones took far smaller
+            # steps (in {star, dotted, dark} in turn, dark kept UA 0.00 with one Adam, 0.99 with
+            # its own). Interleaved jobs keep one Adam: one per concept there erased striped + red
+            # on fewer seeds (docs/results.md, "Several concepts in one job").
+            optimizer.state.clear()
         objective = objectives[n]
         for group in optimizer.param_groups:
             group["lr"] = objective.cfg.lr

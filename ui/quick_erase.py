@@ -56,7 +56,7 @@ def erase(state: WorkbenchState, concept: str | None, kind: str | None, robust: 
     checked = check_request(UnlearnConfig(concept=concept, kind=kind, iterations=state.quick.iterations, adversarial=bool(robust),
                                           also=tuple(a.strip() for a in also or () if a.strip())), model)
     config = checked.config
-    how = "robust KSCU" if config.adversarial else "KSCU preset"
+    how = "KSCU with adversarial training" if config.adversarial else "KSCU preset"
     erased = ", ".join(f"{part.concept!r} ({part.kind})" for part in checked.parts)
     iterations = sum(part.iterations for part in checked.parts)
     job = state.submit(PURPOSE, f"erase {erased} ({how}, {iterations} iterations)", partial(_work, state, model, config))
@@ -73,7 +73,7 @@ def status(state: WorkbenchState) -> tuple:
     result, grids, reports = out.result, out.grids, out.reports
     blurred = needs_blur(domain_of(state), result.config.kind)
     cfg = result.config
-    how = f" with {'robust ' if cfg.adversarial else ''}KSCU"
+    how = f" with KSCU{' and adversarial training' if cfg.adversarial else ''}"
     trained = "; ".join(f"*{c.concept}* ({c.kind}){how if n == 0 else ''}: {c.iterations} iterations on steps {c.start_step}–{c.end_step - 1} "
                         f"of {c.num_steps}, learning rate {c.lr:g}, {c.params} parameters" for n, c in enumerate(result.configs))
     text = [f"**Done in {duration(snap['elapsed'])}.** Erased {trained}."]

@@ -26,7 +26,7 @@ from kscu.runs import RECORDABLE, default_root, record_run
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 
-METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD", "imported": "imported"}
+METHOD_NAMES = {"kscu": "KSCU", "robust": "adversarial KSCU", "esd": "ESD", "imported": "imported"}
 """The kept edits, one per key: a KSCU edit trained with config.adversarial is kept apart from the
 plain one, so the two can be compared and attacked side by side; an edit made outside the
 workbench (kscu.importing) has its own place."""
