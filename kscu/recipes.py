@@ -89,7 +89,7 @@ def quick_erase(
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> QuickErase:
     """Erase `concept` (and the concepts in `also`, in one job ordered by `schedule`) with KSCU and
-    each kind's preset (kind None: the domain's guess; adversarial: the robust erasure of
+    each kind's preset (kind None: the domain's guess; adversarial: the experimental adversarial training of
     kscu.adversarial), then show and, for every concept the model has a judge for, measure the
     result, each concept's test prompts naming none of the others (kscu.evaluation.evaluate_each).
 

@@ -39,7 +39,7 @@ LABELS = {
     "start_step": "window start", "end_step": "window end", "num_steps": "denoising steps",
     "lr": "learning rate", "params": "parameters", "anchor": "anchor", "guidance": "guidance",
     "eta": "eta", "lambda2": "lambda2", "augment": "augment", "seed": "seed",
-    "preserve": "concepts to keep", "preserve_weight": "preservation weight", "adversarial": "robust erasure",
+    "preserve": "concepts to keep", "preserve_weight": "preservation weight", "adversarial": "adversarial training",
     "also": "further concepts", "schedule": "schedule",
 }
 """How each UnlearnConfig field is named in messages (the CLI flag is the field with dashes)."""

@@ -143,7 +143,7 @@ def test_robust_erasure_is_a_switch_everywhere(micro_demo, tmp_path):
     from kscu.config import UnlearnConfig, from_inputs
     from kscu.validation import ConfigError, validate
 
-    with pytest.raises(ConfigError, match="robust erasure"):
+    with pytest.raises(ConfigError, match="adversarial training"):
         validate(UnlearnConfig("striped", adversarial="yes"))
     assert from_inputs({"concept": "striped", "adversarial": "true"}).adversarial is True
     assert "--adversarial" in run_cli("unlearn", "--help").stdout and "--adversarial" in run_cli("quick-erase", "--help").stdout
