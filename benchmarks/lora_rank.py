@@ -19,15 +19,11 @@ from pathlib import Path
 
 from _common import BenchParser, figure, format_table, ints, kind_of, load_demo, save_figure, score, write_results
 from kscu.config import UnlearnConfig
-from kscu.evaluation import metric_rows
+from kscu.evaluation import rows_by_name
 from kscu.lora import low_rank, max_rank, save_lora
 from kscu.trainer import unlearn
 
 MAX_CHANGE = 0.02
-
-
-def rows_of(metrics: dict) -> dict:
-    return {row.name: row for row in metric_rows(metrics)}
 
 
 def main() -> None:
@@ -41,8 +37,8 @@ def main() -> None:
         for seed in args.seeds:
             config = UnlearnConfig(concept, kind_of(concept), iterations=args.iterations, num_steps=args.num_steps, seed=seed)
             edit = unlearn(model, config)
-            full = rows_of(score(model, edit.apply(model), concept, args.n_erase, args.n_retain, args.eval_steps))
-            base = rows_of(score(model, model.unet, concept, args.n_erase, args.n_retain, args.eval_steps))
+            full = rows_by_name(score(model, edit.apply(model), concept, args.n_erase, args.n_retain, args.eval_steps))
+            base = rows_by_name(score(model, model.unet, concept, args.n_erase, args.n_retain, args.eval_steps))
             full_bytes = sum(t.numel() * 2 for t in edit.params.values())
             cells.append({"concept": concept, "seed": seed, "rank": "full", "bytes": full_bytes, "ua": full["UA"].rate.value,
                           "ira": full["IRA"].rate.value, "ua_drop": 0.0, "ira_drop": 0.0, "ira_drop_vs_base": base["IRA"].change(full["IRA"]).value})
@@ -50,7 +46,7 @@ def main() -> None:
                 lora = low_rank(edit, model, rank)
                 with tempfile.TemporaryDirectory() as folder:
                     size = save_lora(lora, Path(folder) / "lora.safetensors", "kohya").stat().st_size
-                after = rows_of(score(model, lora.as_edit(model).apply(model), concept, args.n_erase, args.n_retain, args.eval_steps))
+                after = rows_by_name(score(model, lora.as_edit(model).apply(model), concept, args.n_erase, args.n_retain, args.eval_steps))
                 ua, ira = full["UA"].change(after["UA"]), full["IRA"].change(after["IRA"])
                 cells.append({"concept": concept, "seed": seed, "rank": rank, "bytes": size, "ua": after["UA"].rate.value,
                               "ira": after["IRA"].rate.value, "ua_drop": ua.value, "ua_drop_interval": ua.interval,

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from _common import BenchParser, figure, format_table, goal_axis, load_demo, save_figure, words, write_results
 from kscu.config import UnlearnConfig
-from kscu.evaluation import EvalReport, evaluate_each, metric_rows, retention_drops
+from kscu.evaluation import EvalReport, evaluate_each, retention_drops, rows_by_name
 from kscu.models import LoadedModel
 from kscu.trainer import unlearn
 
@@ -60,7 +60,7 @@ def edited_by(model: LoadedModel, concepts: list[str], variant: str, seed: int, 
 def concept_row(base: EvalReport, after: EvalReport) -> dict:
     drops = {name.lower(): drop for name, drop in retention_drops(base.before, after.after).items()}
     worst = max(drops, key=lambda k: drops[k].value)
-    ua = next(row for row in metric_rows(after.after) if row.name == "UA").rate
+    ua = rows_by_name(after.after)["UA"].rate
     return {"concept": after.concept, "ua": ua.to_dict(), "drops": {k: d.to_dict() for k, d in drops.items()}, "worst": worst,
             "goal_met": ua.value >= UA_GOAL and all(d.value <= MAX_DROP for d in drops.values())}
 

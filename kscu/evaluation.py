@@ -254,6 +254,11 @@ def metric_rows(metrics: dict) -> list[MetricRow]:
     return rows
 
 
+def rows_by_name(metrics: dict) -> dict[str, MetricRow]:
+    """metric_rows keyed by their names ("UA", "IRA", "CRA style", ...), for callers that pick rows."""
+    return {row.name: row for row in metric_rows(metrics)}
+
+
 def format_table(report: EvalReport) -> str:
     """A plain-text before / after / delta table (before only when there is no edited UNet), each
     share with its 95 % interval and each delta with its paired one."""
@@ -264,7 +269,7 @@ def format_table(report: EvalReport) -> str:
     if report.after is None:
         lines = [f"{'metric':<{width}}  before  [95% interval]"] + [f"{row.name:<{width}}  {_cell(row)}" for row in before]
     else:
-        after = {row.name: row for row in metric_rows(report.after)}
+        after = rows_by_name(report.after)
         lines = [f"{'metric':<{width}}  before  [95% interval]   after  [95% interval]   delta  [95% interval]"]
         lines += [f"{row.name:<{width}}  {_cell(row)}   {_cell(after[row.name])}   {_delta_cell(row, after[row.name])}" for row in before]
     return "\n".join([header, *lines])
@@ -362,8 +367,7 @@ def verdict(
     images; a gain is no cost)."""
     if report.after is None:
         raise ValueError("a verdict compares before and after: evaluate with an edited UNet")
-    before = {row.name: row for row in metric_rows(report.before)}
-    after = {row.name: row for row in metric_rows(report.after)}
+    before, after = rows_by_name(report.before), rows_by_name(report.after)
     if before["IRA"].outcomes is None or after["IRA"].outcomes is None:
         raise ValueError("a verdict needs the per-image outcomes (metrics['hits']): evaluate again with this version")
     detection_after = after["detection rate (erase set)"].rate
@@ -377,5 +381,5 @@ def verdict(
 def retention_drops(before: dict, after: dict) -> dict[str, Drop]:
     """The paired drop of IRA and of each CRA ("IRA", "CRA <group>") from one side's metrics to the
     other's on the same images: what the verdict, the sweeps and the benchmarks hold to a bound."""
-    rows_before, rows_after = ({row.name: row for row in metric_rows(m)} for m in (before, after))
+    rows_before, rows_after = rows_by_name(before), rows_by_name(after)
     return {name: rows_before[name].change(rows_after[name]) for name in ["IRA"] + [f"CRA {g}" for g in before["cra"]]}

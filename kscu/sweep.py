@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from kscu.config import METHODS, UnlearnConfig, from_inputs
-from kscu.evaluation import EvalReport, evaluate_edit, metric_rows, retention_drops, verdict
+from kscu.evaluation import EvalReport, evaluate_edit, retention_drops, rows_by_name, verdict
 from kscu.export import version_info, write_atomically
 from kscu.models import LoadedModel, load_model
 from kscu.runs import Metric
@@ -302,7 +302,7 @@ def run_cell(plan: SweepPlan, cell: Cell, base: EvalReport, quick_base: EvalRepo
     report = evaluate_edit(model, edited, cell.concept, base=base, **plan.evaluation(plan.sizes[0]))
     drops = {name.lower(): Metric.from_dict(drop.to_dict()) for name, drop in retention_drops(report.before, report.after).items()}
     worst = max(drops, key=lambda k: drops[k].value)
-    ua = Metric.of(next(row for row in metric_rows(report.after) if row.name == "UA"))
+    ua = Metric.of(rows_by_name(report.after)["UA"])
     quick = None
     if quick_base is not None:
         small = evaluate_edit(model, edited, cell.concept, base=quick_base, **plan.evaluation(plan.sizes[1]))

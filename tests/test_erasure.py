@@ -59,7 +59,6 @@ def test_the_verdict_passes_on_the_whole_intervals(striped_report):
     assert checks["outcome"] == "passed", {name: c["outcome"] for name, c in checks["checks"].items()}
 
 
-
 @pytest.fixture(scope="module")
 def star_edit(tmp_path_factory) -> tuple[dict, dict]:
     """The object preset as a user gets it: no --kind (the domain infers "object"), star mapped to a

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from kscu.domain import Domain
-from kscu.evaluation import MISSED, UNDECIDED, EvalReport, MetricRow, metric_rows, verdict
+from kscu.evaluation import MISSED, UNDECIDED, EvalReport, MetricRow, metric_rows, rows_by_name, verdict
 from kscu.grids import MIN_CELL, blur, image_grid
 from kscu.retention import ImageChange
 from kscu.stats import points
@@ -102,7 +102,7 @@ def metrics_table(reports: dict[str, EvalReport]) -> pd.DataFrame:
     before = metric_rows(first.before)
     table = {"metric": [row.name for row in before], "before": [_value(row) for row in before]}
     for label, report in reports.items():
-        after = {row.name: row for row in metric_rows(report.after)}
+        after = rows_by_name(report.after)
         table[f"after ({label})"] = [_value(after[row.name]) for row in before]
         table[f"change ({label})"] = [_change(row, after[row.name]) for row in before]
     return pd.DataFrame(table)
