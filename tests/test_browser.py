@@ -68,6 +68,7 @@ def test_quick_erase_in_five_clicks(page):
     kind = page.get_by_label("Kind of concept", exact=True).filter(visible=True).first
     sync_api.expect(kind).to_have_value("style")  # filled in, no click
     shot(page, "02-quick-erase-chosen")
+    sync_api.expect(page.get_by_role("button", name="Try to break it")).to_be_hidden()  # nothing to attack yet
 
     page.get_by_role("button", name="Erase", exact=True).click()  # click 3
     page.locator("#quick-progress .kscu-progress.running").wait_for(timeout=JOB_TIMEOUT_MS)

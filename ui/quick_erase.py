@@ -129,11 +129,13 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column():
             _, after = image_panel("After the edit", "quick-after")
     summary = gr.Markdown(label="Summary", show_label=False, elem_id="quick-summary")
-    break_button = gr.Button("Try to break it", variant="secondary", elem_id="quick-break")
+    break_button = gr.Button("Try to break it", variant="secondary", elem_id="quick-break", visible=False)
     table = gr.Dataframe(elem_id="quick-metrics", label=METRICS_LABEL, interactive=False, wrap=True, visible=False)
     timer = PollTimer(POLL_SECONDS, active=False)
 
     concept.change(partial(guess_kind, state), concept, kind, api_visibility="private", queue=False)
+    # The summary is written when an edit is ready and cleared when a new erase starts: only then is there an edit to attack.
+    summary.change(lambda text: gr.Button(visible=bool(text)), summary, break_button, api_visibility="private", queue=False)
     erase_button.click(friendly(partial(erase, state)), [concept, kind, robust, also], [progress, timer, before, after, table, summary], api_name="quick_erase", show_progress="hidden")
     cancel_button.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_quick_erase", concurrency_limit=None, show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, [progress, before, after, table, summary, timer],
