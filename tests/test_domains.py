@@ -254,23 +254,19 @@ def generic_shipped():
 @pytest.mark.slow
 def test_shipped_clip_judge_agrees_with_the_exact_classifier(demo_model, generic_shipped):
     """UA / IRA / CRA read by the zero-shot CLIP and by the exact classifier on the same images,
-    before and after the striped, star and red edits (benchmarks/judge_agreement.py's sets).
-    The goal is 5 points; measured, 22 of 24 rows are within 3 points and two are not: star's
-    UA before the edit (CLIP 0.09, exact 0.01: textured stars read as squares) and red's CRA style
-    after it (0.858 against 0.925). So the bound here is 10 points, and the two known rows are
-    held to 5 points everywhere else. Those figures are of the red edit before the colour preset
-    kept purple and blue and of the star edit before the object preset mapped a shape to a square,
-    so both are trained as then (red keeps nothing, star's anchor is the sentence without it): the
-    judges are compared here, not the presets."""
+    before and after the striped, star and red preset edits (benchmarks/judge_agreement.py's sets).
+    The goal is 5 points; measured with the presets as they are, 23 of 24 rows are within 5 points
+    and one is not: star's UA before the edit (CLIP 0.08, exact 0.01: clear stars on dark or light
+    backgrounds read as squares, the same with every label template tried). So that row's bound is
+    10 points and every other row is held to 5."""
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from judge_agreement import agreement
 
-    known = {("star", "before", "UA"), ("red", "after", "CRA style")}
-    as_measured = {"star": {"anchor": ""}, "red": {"preserve": ()}}
+    known = {("star", "before", "UA")}
     for concept in ("striped", "star", "red"):
-        result = unlearn(demo_model, UnlearnConfig(concept, **as_measured.get(concept, {})))
+        result = unlearn(demo_model, UnlearnConfig(concept))
         pairs = agreement(generic_shipped, demo_model.domain.judge, result.apply(generic_shipped), concept, result.config.kind, 100, 120)
         for side, metrics in pairs.items():
             for name, (clip, exact) in metrics.items():
