@@ -88,19 +88,21 @@ def lookalikes(concept: str) -> tuple[str, ...]:
     return tuple(c for c in dict.fromkeys(related) if c != concept)
 
 
-SUBSTITUTES: dict[str, tuple[str, ...]] = {"style": ("plain",), "shape": ("square", "circle")}
-"""What an erased style or shape becomes, in order of preference (the first that is not the concept
-itself nor another concept the job erases)."""
+SUBSTITUTES: dict[str, tuple[str, ...]] = {"style": ("plain",), "shape": ("square", "circle"), "background": ("grey", "light")}
+"""What an erased style, shape or background becomes, in order of preference (the first that is not
+the concept itself nor another concept the job erases)."""
 
 
 def substitute(concept: str, avoid: Iterable[str] = ()) -> str | None:
-    """What an erased style or shape becomes by default: the same scene drawn plain ("a red striped
-    star" -> "a red plain star"), or with a square in place of the shape (a circle in place of a
-    square). Why: the sentence without the word is a wider target, whose output the unedited model
-    draws in any style or shape, the erased one included: mapped to it, stars stayed on 16-17 % of
-    the images on two training seeds of three; mapped to a square, on 1-2 % on all three
-    (docs/results.md, "Object preset").
-    None for the other attributes, for plain, and when every substitute is avoided."""
+    """What an erased style, shape or background becomes by default: the same scene drawn plain ("a
+    red striped star" -> "a red plain star"), with a square in place of the shape (a circle in place
+    of a square), on grey in place of the background (light in place of grey). Why: the sentence
+    without the word is a wider target, whose output the unedited model draws in any style, shape or
+    background, the erased one included: mapped to it, stars stayed on 16-17 % of the images on two
+    training seeds of three, mapped to a square on 1-2 % on all three (docs/results.md, "Object
+    preset"); dark stayed on 16 / 1 / 11 % and the styles lost 7.5 / 15.8 / 8.3 points, mapped to
+    grey on 10 / 1 / 2 % and 2.5 / 6.7 / 4.2 (docs/results.md, "Background preset").
+    None for colours, for plain, and when every substitute is avoided."""
     concept = concept.strip().lower()
     excluded = {concept, *(a.strip().lower() for a in avoid)}
     return next((s for s in SUBSTITUTES.get(attribute_of(concept) or "", ()) if s not in excluded), None)
