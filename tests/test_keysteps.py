@@ -93,7 +93,7 @@ def test_demo_colour_preset_keeps_the_colours_mixed_from_or_into_it():
     assert UnlearnConfig.from_dict(red.to_dict()) == red
 
 
-def test_demo_presets_map_a_style_to_plain_a_shape_to_a_square_and_a_background_to_grey_unless_told_otherwise():
+def test_demo_presets_map_a_concept_to_a_substitute_unless_told_otherwise():
     assert UnlearnConfig("Striped", kind="style").resolve(DEMO).anchor == "plain"
     assert UnlearnConfig("outlined", kind="style").resolve(DEMO).anchor == "plain"
     assert UnlearnConfig("plain", kind="style").resolve(DEMO).anchor == "", "plain has no plain substitute"
@@ -104,7 +104,9 @@ def test_demo_presets_map_a_style_to_plain_a_shape_to_a_square_and_a_background_
     assert UnlearnConfig("star", anchor="").resolve(DEMO).anchor == "", "empty: the sentence without the shape"
     assert UnlearnConfig("dark").resolve(DEMO).anchor == "grey" and UnlearnConfig("grey").resolve(DEMO).anchor == "light"
     assert UnlearnConfig("dark", also=("grey",)).parts(DEMO)[0].anchor == "light", "not a background the job erases"
-    assert UnlearnConfig("red").resolve(DEMO).anchor == "", "a colour: the sentence without it"
+    assert UnlearnConfig("red").resolve(DEMO).anchor == "yellow" and UnlearnConfig("yellow").resolve(DEMO).anchor == "red"
+    assert UnlearnConfig("green").resolve(DEMO).anchor == "red", "never a look-alike the preset keeps (yellow)"
+    assert UnlearnConfig("blue").resolve(DEMO).anchor == "", "every other colour is blue's look-alike"
     assert UnlearnConfig("striped", kind="style").resolve(SD1).anchor == "", "SD1.x keeps the paper's empty anchor"
 
 

@@ -19,7 +19,7 @@ SMALL = {"iterations": 4, "num_steps": 10}
 def test_each_further_concept_takes_its_own_kinds_preset(micro_demo):
     striped, red = check_config(UnlearnConfig("striped", also=("red",), anchor="plain", iterations=7, seed=3), micro_demo).parts
     assert (striped.kind, striped.anchor, striped.also) == ("style", "plain", ("red",))
-    assert (red.kind, red.anchor, red.also) == ("colour", "", ()), "red gets the colour preset, not the style preset's anchor"
+    assert (red.kind, red.anchor, red.also) == ("colour", "yellow", ()), "red gets the colour preset's anchor, not the style preset's"
     assert (red.iterations, red.seed, red.num_steps) == (7, 3, striped.num_steps), "iterations and job-wide settings are shared"
     assert red.lr == micro_demo.domain.preset("colour").lr and striped.lr == micro_demo.domain.preset("style").lr
     dotted_first = check_config(UnlearnConfig("dotted", also=("striped",)), micro_demo).config

@@ -88,23 +88,27 @@ def lookalikes(concept: str) -> tuple[str, ...]:
     return tuple(c for c in dict.fromkeys(related) if c != concept)
 
 
-SUBSTITUTES: dict[str, tuple[str, ...]] = {"style": ("plain",), "shape": ("square", "circle"), "background": ("grey", "light")}
-"""What an erased style, shape or background becomes, in order of preference (the first that is not
-the concept itself nor another concept the job erases)."""
+SUBSTITUTES: dict[str, tuple[str, ...]] = {"style": ("plain",), "shape": ("square", "circle"), "colour": ("yellow", "red"),
+                                           "background": ("grey", "light")}
+"""What an erased value becomes, in order of preference: the first that is not the concept itself,
+nor one of its look-alikes (kept by the preset: mapping onto one would drag it along), nor another
+concept the job erases."""
 
 
 def substitute(concept: str, avoid: Iterable[str] = ()) -> str | None:
-    """What an erased style, shape or background becomes by default: the same scene drawn plain ("a
-    red striped star" -> "a red plain star"), with a square in place of the shape (a circle in place
-    of a square), on grey in place of the background (light in place of grey). Why: the sentence
-    without the word is a wider target, whose output the unedited model draws in any style, shape or
-    background, the erased one included: mapped to it, stars stayed on 16-17 % of the images on two
+    """What an erased value becomes by default: the same scene drawn plain ("a red striped star" ->
+    "a red plain star"), with a square in place of the shape (a circle in place of a square), in
+    yellow in place of the colour (red in place of yellow; blue, whose every other colour is a
+    look-alike, has none), on grey in place of the background (light in place of grey). Why: the
+    sentence without the word is a wider target, whose output the unedited model draws with any
+    value, the erased one included: mapped to it, stars stayed on 16-17 % of the images on two
     training seeds of three, mapped to a square on 1-2 % on all three (docs/results.md, "Object
     preset"); dark stayed on 16 / 1 / 11 % and the styles lost 7.5 / 15.8 / 8.3 points, mapped to
-    grey on 10 / 1 / 2 % and 2.5 / 6.7 / 4.2 (docs/results.md, "Background preset").
-    None for colours, for plain, and when every substitute is avoided."""
+    grey on 10 / 1 / 2 % and 2.5 / 6.7 / 4.2 ("Background preset"); red's shapes lost their style on
+    8-17 % of the images, mapped to yellow (with the pool) at most 5 points of anything ("Colour
+    preset"). None for plain and when every substitute is excluded."""
     concept = concept.strip().lower()
-    excluded = {concept, *(a.strip().lower() for a in avoid)}
+    excluded = {concept, *lookalikes(concept), *(a.strip().lower() for a in avoid)}
     return next((s for s in SUBSTITUTES.get(attribute_of(concept) or "", ()) if s not in excluded), None)
 
 
