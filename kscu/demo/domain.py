@@ -2,9 +2,10 @@
 templates), the presets tuned on the embedded model, and its exact classifier as the judge.
 
 Phrasing: a concept is one value of an attribute ("striped" of style), trained in whole sentences
-whose anchor is the same sentence without the concept word (on the tiny demo model a bare word
-erased weakly, whole sentences with an empty anchor took colour and shape along; the sentence
-without the word erased the concept and kept the rest). Tests use the held-out templates only.
+whose anchor is the same sentence with the concept word replaced by its substitute ("plain" for a
+style; kscu.demo.world.substitute), or without it when it has none (on the tiny demo model a bare
+word erased weakly, and whole sentences with an empty anchor took colour and shape along). Tests use
+the held-out templates only.
 """
 from __future__ import annotations
 
