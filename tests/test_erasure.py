@@ -98,7 +98,7 @@ def red_edit(tmp_path_factory) -> tuple[dict, dict]:
     Measured, training seed 0: red read on 0 % of the held-out images after, the worst change -3.3
     points (IRA, interval to -8.3: verdict undecided); with the earlier preset (the sentence without
     the colour, no pool) the red shapes lost their style on 8 % of the images, 17 % on seed 1
-    (docs/results.md, "Colour preset")."""
+    (docs/results.md, "Colour preset, mapped to yellow")."""
     return cli_edit(tmp_path_factory, "red")
 
 

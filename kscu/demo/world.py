@@ -105,8 +105,8 @@ def substitute(concept: str, avoid: Iterable[str] = ()) -> str | None:
     training seeds of three, mapped to a square on 1-2 % on all three (docs/results.md, "Object
     preset"); dark stayed on 16 / 1 / 11 % and the styles lost 7.5 / 15.8 / 8.3 points, mapped to
     grey on 10 / 1 / 2 % and 2.5 / 6.7 / 4.2 ("Background preset"); red's shapes lost their style on
-    8-17 % of the images, mapped to yellow (with the pool) at most 5 points of anything ("Colour
-    preset"). None for plain and when every substitute is excluded."""
+    8-17 % of the images, mapped to yellow (with the pool) lost at most 3.3 points of anything
+    ("Colour preset, mapped to yellow"). None for plain and when every substitute is excluded."""
     concept = concept.strip().lower()
     excluded = {concept, *lookalikes(concept), *(a.strip().lower() for a in avoid)}
     return next((s for s in SUBSTITUTES.get(attribute_of(concept) or "", ()) if s not in excluded), None)
