@@ -60,9 +60,8 @@ class UnlearnConfig:
     num_steps: int = _setting("DDIM steps of the training schedule (K)", 50)
     lr: float | None = _setting("learning rate; default: the preset's")
     params: str | None = _setting("parameters trained; default: the preset's", choices=PARAM_SUBSETS)
-    anchor: str | None = _setting("concept the erased one is mapped to; default: the preset's (the demo presets map a style "
-                                  "to 'plain', a shape to 'square', a colour to 'yellow', a background to 'grey'); 'none' or "
-                                  "empty: the sentence without the concept", empty="")
+    anchor: str | None = _setting("concept the erased one is mapped to; default: the preset's (the model's domain picks a "
+                                  "neighbour, e.g. striped -> plain on the demo model); 'none' or empty: the sentence without the concept", empty="")
     guidance: float = _setting("guidance scale of the trajectories and targets", 3.0)
     eta: float = _setting("negative-guidance strength of the target", 1.0)
     lambda2: float = _setting("weight of the unconditional term (KSCU; ESD uses 0)", 1e-4)

@@ -171,12 +171,11 @@ def build(state: WorkbenchState) -> dict:
                     lr = gr.Number(initial.lr, label="Learning rate", info="The demo model: 1.5e-4 (style, colour) to 3e-4; SD1.x uses 1e-5.")
                 params = gr.Radio(PARAM_LABELS, value=initial.params, label="Parameters trained",
                                   info="Styles: cross-attention; objects and nudity on SD1.x: the rest (the paper's choice).")
-                anchor = gr.Textbox(initial.anchor, label="Anchor concept (optional)", placeholder="empty: map the concept to 'nothing'",
-                                    info="Map the concept to this one instead. The demo presets map a style to 'plain', a shape to 'square', a colour to 'yellow', "
-                                         "a background to 'grey'; empty: the sentence without the concept.")
+                anchor = gr.Textbox(initial.anchor, label="Anchor concept (optional)", placeholder="e.g. plain",
+                                    info="Map the concept to this one instead; the preset's choice is filled in. Empty: the sentence without the concept.")
                 keep = gr.Textbox(", ".join(initial.preserve), label="Concepts to keep (optional)", placeholder="e.g. dotted, checkered",
-                                  info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time). "
-                                       "The demo style and colour presets keep the look-alikes (dotted, checkered; purple, blue); empty: none.")
+                                  info="Comma list. Holds their outputs where they were (an extra loss term, not in the paper; 1.4x-1.9x the time); "
+                                       "the preset's look-alikes are filled in. Empty: none.")
                 with gr.Row():
                     trajectories = gr.Number(initial.trajectories, precision=0, label="Trajectories per iteration",
                                              info="Each with its own phrasing and noise: steadier updates, more time per iteration (not in the paper).")
