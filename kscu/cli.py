@@ -496,7 +496,7 @@ def cmd_quick_erase(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from kscu.evaluation import format_table
+    from kscu.evaluation import format_table, verdict
     from kscu.export import check_compatible
     from kscu.importing import open_edit
     from kscu.recipes import compare
@@ -521,6 +521,8 @@ def cmd_compare(args) -> int:
         if label in out.reports:
             lines.append(format_table(out.reports[label]))
         lines += [_change_line(out.changes[label]), _verdict_line(out.verdicts.get(label), out.kind)]
+        for report in out.others.get(label, []):  # the other concepts a multi-concept edit erased
+            lines += [format_table(report), _verdict_line(verdict(report), report.attribute, report.concept)]
     _record(args, payload, out, model, edit_path=", ".join(map(str, args.edit)))
     _print(args, payload, "\n".join(lines + out.notes))
     return 0

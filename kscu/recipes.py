@@ -4,7 +4,8 @@
   trains, a second thread draws and measures the unedited model (the trainer uses one core);
   then the edited side, the metrics, the judge-free image change and the verdict.
 - compare: several edits of one concept against the unedited model on the same seeds, each with
-  grids, metrics (when the model has a judge), image change and verdict.
+  grids, metrics (when the model has a judge), image change and verdict; an edit that erased
+  several concepts also gets the metrics of each of its other concepts.
 
 Both report progress through kscu.progress (one bar from 0 to 1 across their phases) and stop
 when should_stop() turns true, raising a kscu.progress.Cancelled; an edit that finished training
@@ -54,7 +55,9 @@ class QuickErase:
 
 @dataclass
 class Comparison:
-    """Several edits of one concept against the unedited model, keyed by the caller's labels."""
+    """Several edits of one concept against the unedited model, keyed by the caller's labels.
+    reports / verdicts: the compared concept's; others: for an edit that erased more concepts, one
+    report per other concept the judge reads (its verdict is kscu.evaluation.verdict(report))."""
 
     concept: str
     kind: str
@@ -62,13 +65,16 @@ class Comparison:
     changes: dict[str, ImageChange] = field(default_factory=dict)
     reports: dict[str, EvalReport] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    others: dict[str, list[EvalReport]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"concept": self.concept, "kind": self.kind, "edits": {label: {
             "grid_prompts": grids["prompts"], "seeds": grids["seeds"], "image_change": self.changes[label].to_dict(),
             "report": self.reports[label].to_dict() if label in self.reports else None,
-            "verdict": self.verdicts[label].to_dict() if label in self.verdicts else None} for label, grids in self.grids.items()}, "notes": self.notes}
+            "verdict": self.verdicts[label].to_dict() if label in self.verdicts else None,
+            "other_concepts": [{"report": r.to_dict(), "verdict": verdict(r).to_dict()} for r in self.others.get(label, [])]}
+            for label, grids in self.grids.items()}, "notes": self.notes}
 
 
 def quick_erase(
@@ -152,7 +158,10 @@ def compare(
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> Comparison:
     """Grids on the same seeds, image change and (with a judge, when `measure`) metrics and a
-    verdict for each edit; all edits must erase one concept."""
+    verdict for each edit; all edits must erase one concept. An edit that erased more concepts
+    (a multi-concept job) is also measured on each of them that the judge reads, every test prompt
+    naming none of the edit's other concepts (kscu.evaluation.evaluate_each); `neighbours` are the
+    compared concept's, the others get the domain's."""
     if not edits:
         raise ValueError("give at least one edit to compare")
     concepts = {r.config.concept for r in edits.values()}
@@ -175,16 +184,32 @@ def compare(
         out.grids[label], out.changes[label] = grids, grid_change(grids)
         done += 1
         if measure:
-            measuring = phase(on_progress, done / phases, (done + 1) / phases, f"{label}: measuring")
             others = tuple(c.concept.strip().lower() for c in result.others)  # a multi-concept edit's other concepts stay out of the prompts
-            report = evaluate_edit(model, edited, first.concept, n_erase=n_erase, n_retain=n_retain, on_progress=measuring,
+            more = [(c.concept, c.kind) for c in result.others if model.domain.scoreable(c.concept, c.kind)]
+            split = done / phases + 1 / phases / (1 + len(more))
+            report = evaluate_edit(model, edited, first.concept, n_erase=n_erase, n_retain=n_retain,
+                                   on_progress=phase(on_progress, done / phases, split, f"{label}: measuring"),
                                    should_stop=should_stop, kind=kind, neighbours=neighbours, also_erased=others,
                                    base=next((r for r in out.reports.values() if r.also_erased == others), None))
             out.reports[label], out.verdicts[label] = report, verdict(report)
+            if more:
+                erased = [first.concept, *others]
+                out.others[label] = evaluate_each(model, edited, more, erased, n_erase=n_erase, n_retain=n_retain, should_stop=should_stop,
+                                                  on_progress=phase(on_progress, split, (done + 1) / phases, f"{label}: measuring"),
+                                                  bases=[_measured_base(out, concept, erased) for concept, _ in more])
             done += 1
     if kind == "nudity" and model.domain.blur_nudity:
         out.notes += _nudity_notes(out.grids)
     return out
+
+
+def _measured_base(out: Comparison, concept: str, erased: Sequence[str]) -> EvalReport | None:
+    """A report of another edit in `out` whose base side is this one's: the same concept, measured
+    with the same other concepts kept out of the prompts (evaluate_each's order), so the unedited
+    model is sampled once per concept."""
+    name = concept.strip().lower()
+    also = tuple(dict.fromkeys(c.strip().lower() for c in erased if c.strip().lower() != name))
+    return next((r for reports in out.others.values() for r in reports if r.concept.strip().lower() == name and r.also_erased == also), None)
 
 
 def _nudity_notes(grids: dict[str, dict]) -> list[str]:

@@ -240,11 +240,15 @@ def _describe(result: Any, model: LoadedModel | None, edit: UnlearnResult | None
         for label in labels:
             if label in result.reports:
                 metrics |= _report_metrics(result.reports[label], prefix(label))
+            for other in result.others.get(label, []):
+                metrics |= _report_metrics(other, f"{prefix(label)}{other.concept}: ")
             metrics |= _change_metrics(result.changes[label], prefix(label))
         first = next(iter(result.reports.values()), None)
         verdicts = [v.outcome for v in result.verdicts.values()]
-        return _Draft("evaluate", [result.concept], " vs ".join(labels), {"evaluation": _evaluation_config(first) if first else {}},
-                      metrics, seconds=sum(r.seconds for r in result.reports.values()), seeds=list(result.grids[labels[0]]["seeds"]),
+        seconds = sum(r.seconds for r in result.reports.values()) + sum(r.seconds for rs in result.others.values() for r in rs)
+        concepts = list(dict.fromkeys([result.concept, *(r.concept for rs in result.others.values() for r in rs)]))
+        return _Draft("evaluate", concepts, " vs ".join(labels), {"evaluation": _evaluation_config(first) if first else {}},
+                      metrics, seconds=seconds, seeds=list(result.grids[labels[0]]["seeds"]),
                       verdict=" / ".join(verdicts) if verdicts else None, panels=comparison_panels(list(result.grids.values())),
                       sensitive=_sensitive(model, result.kind))
     if isinstance(result, RedTeamReport):

@@ -225,7 +225,7 @@ def test_the_generic_path_runs_every_recipe(generic_micro):
     assert "clip_score" in report.before and report.judge.startswith("CLIP")
     esd = unlearn(generic_micro, UnlearnConfig("striped", method="esd", iterations=2))
     both = compare(generic_micro, {"KSCU": out.result, "ESD": esd}, seeds=[0, 1], n_erase=4, n_retain=4)
-    assert set(both.reports) == set(both.changes) == set(both.verdicts) == {"KSCU", "ESD"}
+    assert set(both.reports) == set(both.changes) == set(both.verdicts) == {"KSCU", "ESD"} and both.others == {}, "one concept each"
     assert both.reports["KSCU"].before == both.reports["ESD"].before, "one base, measured once"
     from kscu.influence import analyze
 

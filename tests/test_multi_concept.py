@@ -122,6 +122,30 @@ def test_no_test_prompt_names_another_erased_concept():
         domain.evaluation_plan("star", None, ["circle"], 4, 4, 0, avoid=("circle",))
 
 
+def test_compare_measures_every_concept_a_multi_concept_edit_erased(micro_demo, tmp_path):
+    from kscu.recipes import compare
+    from kscu.runs import load_run, record_run
+
+    cheap = {"iterations": 2, "num_steps": 10, "pool": 0, "preserve": ()}
+    both = unlearn(micro_demo, UnlearnConfig("striped", also=("red",), **cheap))
+    twice = unlearn(micro_demo, UnlearnConfig("striped", also=("red",), schedule="interleaved", **cheap))
+    out = compare(micro_demo, {"two": both, "again": twice}, seeds=[0], n_erase=4, n_retain=4)
+    assert set(out.reports) == set(out.others) == {"two", "again"}
+    [red] = out.others["two"]
+    assert red.concept == "red" and red.after is not None and red.also_erased == ("striped",)
+    assert out.reports["two"].also_erased == ("red",), "the compared concept's prompts name no red"
+    assert out.others["again"][0].before == red.before, "the unedited side of red is sampled once"
+    assert [o["report"]["concept"] for o in out.to_dict()["edits"]["two"]["other_concepts"]] == ["red"]
+    from ui.results import comparison_table
+
+    table = comparison_table(out.reports, out.others)
+    red_rows = table[table["erased concept"] == "red"]
+    assert set(table["erased concept"]) == {"striped", "red"}
+    assert (red_rows["after (two)"] != "").sum() == (red_rows["after (again)"] != "").sum() > 0, "red's rows once per edit that erased it"
+    record = load_run(tmp_path, record_run(tmp_path, out, micro_demo).id)
+    assert record.concepts == ["striped", "red"] and "two: red: UA" in record.metrics
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kscu", *args], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
 

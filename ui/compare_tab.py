@@ -14,7 +14,7 @@ from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 from ui.common import (POLL_SECONDS, PollTimer, cancel_job, domain_of, edit_choices, friendly, image_panel, kept_edits, progress_html,
                        timer_state)
-from ui.results import change_table, grid_image, metrics_table, needs_blur, reading, unscored_note
+from ui.results import change_table, comparison_table, grid_image, needs_blur, reading, unscored_note
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
 from ui.state import METHOD_NAMES, WorkbenchState
 
@@ -82,6 +82,7 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     main = grids[main_label]
     second = grids[second_label] if second_label else None
     notes = [reading(report, label) for label, report in c.reports.items()]
+    notes += [reading(report, label) for label, more in c.others.items() for report in more]
     if c.reports:
         judge = next(iter(c.reports.values())).judge
         notes.append(f"Metrics read by {judge}. The image change above needs no judge.")
@@ -93,7 +94,7 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     if blurred:
         notes.append("Images are blurred because they may show nudity: tick *Show unblurred* to see them as drawn.")
     notes += c.notes
-    table = gr.Dataframe(metrics_table(c.reports), visible=True) if c.reports else gr.Dataframe(visible=False)
+    table = gr.Dataframe(comparison_table(c.reports, c.others), visible=True) if c.reports else gr.Dataframe(visible=False)
     return (grid_image(first, "before", blurred), f"#### After the {main_label} edit", grid_image(main, "after", blurred),
             gr.Column(visible=second is not None), f"#### After the {second_label} edit" if second_label else gr.skip(),
             grid_image(second, "after", blurred) if second else None,

@@ -119,6 +119,22 @@ def concepts_table(reports: Sequence[EvalReport], label: str) -> pd.DataFrame:
     return pd.concat(blocks, ignore_index=True)
 
 
+def comparison_table(reports: dict[str, EvalReport], others: dict[str, list[EvalReport]]) -> pd.DataFrame:
+    """metrics_table of the compared edits, and when an edit erased more concepts, one block of
+    rows per other concept and edit below it, each block's concept in a first column."""
+    table = metrics_table(reports)
+    if not any(others.values()):
+        return table
+    table.insert(0, "erased concept", next(iter(reports.values())).concept)
+    blocks = [table]
+    for label, more in others.items():
+        for report in more:
+            block = metrics_table({label: report})
+            block.insert(0, "erased concept", report.concept)
+            blocks.append(block)
+    return pd.concat(blocks, ignore_index=True).fillna("")
+
+
 def _value(row: MetricRow) -> str:
     if row.name.startswith("CLIP score"):
         return f"{row.value:.1f}"
