@@ -8,7 +8,7 @@ that kscu.influence.analyze reports progress for; seconds per measure are analyz
 Run:   python benchmarks/influence_cost.py [--concept striped] [--repeats 3]
 Smoke: python benchmarks/influence_cost.py --smoke --model <micro demo folder>   (a few seconds)
 Runtime on the 2-core CPU with the defaults: about 1 min per repeat.
-Writes influence_cost.json and influence_cost.png (the measured curves) under benchmarks/results/.
+Writes influence_cost.json (timings, the suggestion and the measured curves) and influence_cost.png under benchmarks/results/.
 """
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def main() -> None:
     write_results(
         args, "influence_cost",
         {"model": model.source, "model_hash": model.model_hash,
-         "rows": rows, "runs": runs, **suggestion, "rule": report.rule, "notes": report.notes},
+         "rows": rows, "runs": runs, **suggestion, "rule": report.rule, "notes": report.notes,
+         "curves": [curve.to_dict() for curve in report.curves]},
         {"seconds": {r["measure"]: r["seconds"] for r in rows}, **suggestion},
     )
 

@@ -27,13 +27,14 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kscu.attack_config import ATTACKS, AttackBudget
+from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step, phase, quiet
 from kscu.rephrase import RULES, Variant, rephrase
@@ -213,6 +214,39 @@ def _frozen(*modules: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@dataclass(frozen=True)
+class AttackTarget:
+    """The erased concept an attack goes after, and what the same edits also erased (kept out of
+    the attack's prompts, as the evaluation keeps them out of its own)."""
+
+    concept: str
+    kind: str | None
+    also_erased: tuple[str, ...] = ()
+
+
+def attack_target(erased: Mapping[str, Sequence[UnlearnConfig]], target: str | None = None) -> AttackTarget:
+    """The erased concept to attack. The red team attacks one concept per run, since its ASR is
+    one judge's reading of one concept; an edit that erased several is attacked on each in turn
+    by naming it. `erased`: label -> that edit's configs (its UnlearnResult.configs). target None:
+    the first edit's first concept. ValueError naming the edit that did not erase the target,
+    before any work."""
+    if not erased:
+        raise ValueError("no edit to attack: make one (unlearn or quick erase) or load one first")
+    if target is None or not target.strip():
+        target = next(iter(erased.values()))[0].concept
+    name = target.strip().lower()
+    matches, others = [], []
+    for label, configs in erased.items():
+        match = next((c for c in configs if c.concept.strip().lower() == name), None)
+        if match is None:
+            names = ", ".join(repr(c.concept) for c in configs)
+            raise ValueError(f"concept to attack (--target): {label} erased {names}, not {target!r}; choose a concept every "
+                             "chosen edit erased (one concept per attack)")
+        matches.append(match)
+        others += [c.concept for c in configs if c is not match and c.concept not in others]
+    return AttackTarget(matches[0].concept, matches[0].kind, tuple(others))
+
+
 def _rate(scores: np.ndarray) -> Rate:
     return Rate(int(np.sum(np.asarray(scores) >= 0.5)), len(scores))
 
@@ -225,11 +259,13 @@ def red_team(
     attack: str = "embedding",
     budget: AttackBudget = AttackBudget(),
     *,
+    avoid: Sequence[str] = (),
     on_progress: ProgressFn = quiet,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RedTeamReport:
     """Attack the unedited model (always, as "unedited") and each UNet in `unets` (label -> UNet,
-    e.g. {"KSCU": result.apply(model)}) on the same prompts and seeds. ValueError, before any
+    e.g. {"KSCU": result.apply(model)}) on the same prompts and seeds. avoid: concepts the edits
+    also erased (AttackTarget.also_erased), kept out of the prompts. ValueError, before any
     work, for an unknown attack, a bad budget, or a concept the model's judge cannot read."""
     if attack not in ATTACKS:
         raise ValueError(f"attack: {attack!r} is unknown; choose one of {', '.join(ATTACKS)}")
@@ -240,7 +276,7 @@ def red_team(
     if detect is None:
         raise ValueError(f"the attack success rate needs a judge that reads {concept!r} on this model: load the model with a "
                          "judge (--judge, a CLIP folder or hub id), or attack a concept the judge knows")
-    plan = domain.evaluation_plan(concept, kind, None, budget.prompts, 1, budget.seed)
+    plan = domain.evaluation_plan(concept, kind, None, budget.prompts, 1, budget.seed, avoid=avoid)
     prompts, seeds = plan.erase.prompts, plan.erase.seeds
     models = {"unedited": model.unet, **unets}
     report = RedTeamReport(plan.concept, kind, attack, budget, domain.judge.name, prompts, [], seeds)

@@ -124,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(attack)
     attack.add_argument("--edit", type=Path, action="append", required=True, help="an edit folder or file (repeat for several)")
     _add_foreign_concept_arg(attack)
+    attack.add_argument("--target", default=None, help="which erased concept to attack when an edit erased several (default: "
+                        "its first); every --edit must have erased it")
     attack.add_argument("--attack", choices=ATTACKS, default="embedding",
                         help="embedding: learned prompt tokens (white box); rephrase: other wordings; soft: a free offset on the conditioning (upper bound)")
     for name, default, text in budget_fields():  # the budget's fields; checked by AttackBudget.check
@@ -287,14 +289,20 @@ def _edited_unet(args, model):
     """The edit named by --edit applied to a copy of the model's UNet (None without --edit)."""
     if args.edit is None:
         return None, None
+    edit = _open_edit(args.edit, model, getattr(args, "concept", None), getattr(args, "kind", None))
+    return edit, edit.apply(model)
+
+
+def _open_edit(path: Path, model, concept: str | None = None, kind: str | None = None):
+    """The edit file or folder at `path` (ours or foreign), with a warning when it was made for another model."""
     from kscu.export import check_compatible
     from kscu.importing import open_edit
 
-    edit = open_edit(args.edit, model, getattr(args, "concept", None), getattr(args, "kind", None))
+    edit = open_edit(path, model, concept, kind)
     warning = check_compatible(edit, model)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    return edit, edit.apply(model)
+    return edit
 
 
 def _print(args, payload: dict, text: str) -> None:
@@ -531,21 +539,17 @@ def cmd_compare(args) -> int:
 def cmd_attack(args) -> int:
     import numpy as np
 
-    from kscu.attack import red_team
+    from kscu.attack import attack_target, red_team
     from kscu.attack_config import AttackBudget, budget_fields
 
     budget = AttackBudget(**{name: getattr(args, name) for name, _, _ in budget_fields()})
     budget.check()  # before the model loads
     model = _load(args)
-    edits = {str(path): _edited_unet(argparse.Namespace(edit=path, concept=args.concept), model) for path in args.edit}
-    concepts = {edit.config.concept for edit, _ in edits.values()}
-    if len(concepts) > 1:
-        raise ValueError(f"the edits erase different concepts ({', '.join(sorted(concepts))}): attack one concept at a time")
-    first_edit = next(iter(edits.values()))[0]
-    first = first_edit.config
-    with _bar(f"{args.attack} attack on {first.concept!r}", 100, args.json) as bar:
-        report = red_team(model, {label: unet for label, (_, unet) in edits.items()}, first.concept, first.kind, args.attack, budget,
-                          on_progress=_fraction_progress(bar))
+    edits = {str(path): _open_edit(path, model, args.concept) for path in args.edit}
+    target = attack_target({label: edit.configs for label, edit in edits.items()}, args.target)  # before any UNet is copied
+    with _bar(f"{args.attack} attack on {target.concept!r}", 100, args.json) as bar:
+        report = red_team(model, {label: edit.apply(model) for label, edit in edits.items()}, target.concept, target.kind, args.attack,
+                          budget, avoid=target.also_erased, on_progress=_fraction_progress(bar))
     payload = report.to_dict()
     if args.grid is not None:
         from kscu.grids import image_grid
@@ -558,7 +562,7 @@ def cmd_attack(args) -> int:
     lines = [f"{'model':<28} {'plain prompts':>20} {'attacked':>20} {'seconds':>8}"]
     lines += [f"{label:<28} {str(run.pre):>20} {str(run.post):>20} {run.seconds:>8.1f}" for label, run in report.runs.items()]
     lines += [report.verdict(label) for label in report.runs]
-    _record(args, payload, report, model, edit=first_edit if len(edits) == 1 else None, edit_path=", ".join(edits))
+    _record(args, payload, report, model, edit=next(iter(edits.values())) if len(edits) == 1 else None, edit_path=", ".join(edits))
     _print(args, payload, "\n".join(lines))
     return 0
 

@@ -159,7 +159,7 @@ def test_compare_shows_kscu_and_esd_side_by_side_with_metrics(client):
 
 
 def test_red_team_attacks_the_kept_edits_and_reports_asr_with_intervals(client):
-    started, *_ = client.predict(["kscu", "esd"], "rephrase", 10, 1, 8, api_name="/red_team")
+    started, *_ = client.predict(["kscu", "esd"], "rephrase", 10, 1, 8, "striped", api_name="/red_team")
     assert "rephrase attack on KSCU edit and ESD edit (&#x27;striped&#x27;)" in started
     progress, table, grid, notes = finished(client, "/red_team_status")
     assert "<b>Finished</b>" in progress and Path(value_of(grid)).is_file()

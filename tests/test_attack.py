@@ -1,13 +1,15 @@
 """The red team (kscu.attack, kscu.rephrase): the attacks' plumbing on the micro model, that they
 leave every model as it was, and bad budgets refused before any work."""
 import copy
+import dataclasses
 import threading
 
 import pytest
 import torch
 
 from kscu.attack_config import AttackBudget
-from kscu.attack import AttackCancelled, encode_with_tokens, learned_tokens, red_team, token_ids
+from kscu.attack import AttackCancelled, attack_target, encode_with_tokens, learned_tokens, red_team, token_ids
+from kscu.config import UnlearnConfig
 from kscu.progress import Cancelled
 from kscu.rephrase import RULES, rephrase
 from kscu.sampling import encode_prompts
@@ -85,6 +87,31 @@ def test_every_attack_reports_both_models_on_the_same_seeds_and_changes_nothing(
     assert all(p.grad is None for p in micro_demo.text_encoder.parameters()) and all(p.grad is None for p in edited.parameters())
     out = report.to_dict()
     assert set(out["models"]["edit"]) >= {"pre_asr", "post_asr", "seconds"} and "gets 'striped' back on" in out["verdicts"]["edit"]
+
+
+def test_the_attack_goes_after_the_concept_every_chosen_edit_erased():
+    two = [UnlearnConfig("striped", kind="style"), UnlearnConfig("red", kind="colour")]
+    one = [UnlearnConfig("Red")]
+    assert attack_target({"two": two}).concept == "striped", "by default the first edit's first concept"
+    red = attack_target({"two": two, "one": one}, " RED ")
+    assert (red.concept, red.kind, red.also_erased) == ("red", "colour", ("striped",))
+    with pytest.raises(ValueError, match=r"concept to attack \(--target\): one erased 'Red', not 'striped'"):
+        attack_target({"two": two, "one": one})
+    with pytest.raises(ValueError, match="no edit to attack"):
+        attack_target({})
+
+
+def test_a_multi_concept_edit_is_attacked_on_its_second_concept_without_the_first_in_the_prompts(micro_demo):
+    from kscu.trainer import unlearn
+
+    edit = unlearn(micro_demo, UnlearnConfig("striped", also=("red",), iterations=2, num_steps=10, pool=0, preserve=()))
+    target = attack_target({"two": edit.configs}, "red")
+    budget = dataclasses.replace(TINY, prompts=8)  # 2 of red's first 8 test prompts name stripes unless avoided
+    report = red_team(micro_demo, {"two": edit.apply(micro_demo)}, target.concept, target.kind, "rephrase", budget,
+                      avoid=target.also_erased)
+    assert report.concept == "red" and report.kind == "colour" and list(report.runs) == ["unedited", "two"]
+    assert not any("striped" in prompt for prompt in report.prompts + report.attack_prompts), "the other erased concept stays out"
+    assert any("red" in prompt for prompt in report.prompts)
 
 
 def test_a_cancelled_attack_raises_a_cancel(micro_demo):

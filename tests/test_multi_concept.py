@@ -166,6 +166,12 @@ def test_cli_erases_several_concepts_and_reports_each(micro_demo_dir, tmp_path):
     one = json.loads(run_cli("evaluate", "--model", model, "--edit", str(out), "--concept", "red", "--n-erase", "4", "--n-retain", "4",
                              "--steps", "4", "--json").stdout)
     assert one["concept"] == "red" and one["also_erased"] == ["striped"]
+    attacked = run_cli("attack", "--model", model, "--edit", str(out), "--target", "red", "--attack", "rephrase", "--prompts", "4",
+                       "--no-record", "--json")
+    assert attacked.returncode == 0, attacked.stderr
+    assert json.loads(attacked.stdout)["concept"] == "red" and set(json.loads(attacked.stdout)["models"]) == {"unedited", str(out)}
+    wrong = run_cli("attack", "--model", model, "--edit", str(out), "--target", "star", "--no-record")
+    assert wrong.returncode == 2 and "erased 'striped', 'red', not 'star'" in wrong.stderr.strip().splitlines()[-1]
     quick = run_cli("quick-erase", "--model", model, "--concepts", "star,dark", "--iterations", "2", "--n-erase", "4", "--n-retain", "4",
                     "--json")
     assert quick.returncode == 0, quick.stderr

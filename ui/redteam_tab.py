@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from kscu.attack import RedTeamReport, red_team
+from kscu.attack import AttackTarget, RedTeamReport, attack_target, red_team
 from kscu.attack_config import AttackBudget
 from kscu.grids import blur, image_grid
 from kscu.jobs import Job
@@ -31,29 +31,28 @@ SHOWN_SEEDS = 8
 
 
 @gpu(ANALYSIS_SECONDS)
-def _work(state: WorkbenchState, model: LoadedModel, chosen: dict[str, UnlearnResult], attack: str, budget: AttackBudget,
-          job: Job) -> RedTeamReport:
-    first = next(iter(chosen.values())).config
+def _work(state: WorkbenchState, model: LoadedModel, chosen: dict[str, UnlearnResult], target: AttackTarget, attack: str,
+          budget: AttackBudget, job: Job) -> RedTeamReport:
     unets = {label: state.edited_unet(result) for label, result in chosen.items()}
-    return red_team(model, unets, first.concept, first.kind, attack, budget, on_progress=job.report, should_stop=lambda: job.cancel_requested)
+    return red_team(model, unets, target.concept, target.kind, attack, budget, avoid=target.also_erased, on_progress=job.report,
+                    should_stop=lambda: job.cancel_requested)
 
 
-def start(state: WorkbenchState, methods: list[str], attack: str, steps: float, tokens: float, prompts: float) -> tuple:
-    """Start the attack on the ticked edits (and the unedited model); clears the last views."""
+def start(state: WorkbenchState, methods: list[str], attack: str, steps: float, tokens: float, prompts: float,
+          target: str | None = None) -> tuple:
+    """Start the attack on the ticked edits (and the unedited model) against `target`, one concept
+    they all erased (None: the first edit's first); clears the last views."""
     model = state.require_model()
     if not methods:
         raise ValueError("Tick at least one edit to attack (run Quick erase or Unlearn first).")
     chosen = {f"{METHOD_NAMES[m]} edit": state.result(m) for m in METHOD_NAMES if m in methods}
-    concepts = {r.config.concept for r in chosen.values()}
-    if len(concepts) > 1:
-        raise ValueError(f"The ticked edits erase different concepts ({', '.join(sorted(concepts))}): attack one concept at a time.")
+    attacked = attack_target({label: result.configs for label, result in chosen.items()}, target)
     budget = AttackBudget(prompts=int(prompts), steps=int(steps), tokens=int(tokens))
     budget.check()
-    concept = next(iter(concepts))
-    if model.domain.detector(concept, next(iter(chosen.values())).config.kind) is None:
-        raise ValueError(f"Attack success needs a judge that reads {concept!r}: load the model with a judge in the Model tab.")
-    job = state.submit(PURPOSE, f"{attack} attack on {' and '.join(chosen)} ({concept!r})",
-                       partial(_work, state, model, chosen, attack, budget))
+    if model.domain.detector(attacked.concept, attacked.kind) is None:
+        raise ValueError(f"Attack success needs a judge that reads {attacked.concept!r}: load the model with a judge in the Model tab.")
+    job = state.submit(PURPOSE, f"{attack} attack on {' and '.join(chosen)} ({attacked.concept!r})",
+                       partial(_work, state, model, chosen, attacked, attack, budget))
     return (progress_html(job.snapshot()), PollTimer(active=True), *empty())
 
 
@@ -62,6 +61,17 @@ def try_to_break(state: WorkbenchState) -> tuple:
     state.result()  # a clear message when there is no edit yet
     started = start(state, [state.current], "embedding", DEFAULTS.steps, DEFAULTS.tokens, DEFAULTS.prompts)
     return (gr.Tabs(selected="redteam"), kept_edits(state), *started)
+
+
+def target_choices(state: WorkbenchState, methods: list[str] | None) -> gr.Dropdown:
+    """The concepts the ticked edits erased, the first ticked edit's first concept chosen: an
+    edit that erased several concepts is attacked on one per run."""
+    state.adopt_finished()
+    concepts: list[str] = []
+    for method in methods or []:
+        if method in state.results:
+            concepts += [c.concept for c in state.results[method].configs if c.concept not in concepts]
+    return gr.Dropdown(choices=concepts, value=concepts[0] if concepts else None)
 
 
 def empty() -> tuple:
@@ -133,6 +143,8 @@ def build(state: WorkbenchState) -> dict:
     with gr.Row():
         with gr.Column(scale=2):
             methods = gr.CheckboxGroup(edit_choices(state), label="Edits to attack", info="The unedited model is always attacked too.")
+            target = gr.Dropdown([], value=None, label="Concept to attack", allow_custom_value=True,
+                                 info="An edit that erased several concepts is attacked on one per run.")
             attack = gr.Radio(ATTACK_LABELS, value="embedding", label="Attack")
         with gr.Column(scale=2):
             steps = gr.Slider(10, 1000, value=DEFAULTS.steps, step=10, label="Attack steps", info="Learning steps of the token and soft-prompt attacks.")
@@ -150,8 +162,9 @@ def build(state: WorkbenchState) -> dict:
     timer = PollTimer(POLL_SECONDS, active=False)
     views = [table, grid, notes]
 
-    run.click(friendly(partial(start, state)), [methods, attack, steps, tokens, prompts], [progress, timer, *views], api_name="red_team",
-              show_progress="hidden")
+    methods.change(partial(target_choices, state), methods, target, api_visibility="private", queue=False, show_progress="hidden")
+    run.click(friendly(partial(start, state)), [methods, attack, steps, tokens, prompts, target], [progress, timer, *views],
+              api_name="red_team", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_red_team", concurrency_limit=None,
                show_progress="hidden")
     timer.tick(friendly(partial(status, state)), None, [progress, *views, timer], api_name="red_team_status", concurrency_limit=None,
