@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -50,6 +51,34 @@ class JobBusy(RuntimeError):
 
 class JobCancelled(Cancelled):
     """Raised by a job's function to stop early after `Job.cancel()`."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's fields at one moment (Job.snapshot), read by pollers without the job's lock; see Job
+    for what each means. elapsed: seconds since it started (to its end once finished)."""
+
+    id: str
+    name: str
+    state: str
+    progress: float
+    message: str
+    started: float | None
+    finished: float | None
+    elapsed: float
+    eta: float | None
+    losses: list[tuple[int, int, float]]
+    preview: np.ndarray | list | None
+    preview_iteration: int | None
+    result: Any
+    error: str | None
+    traceback: str | None
+    cancel_requested: bool
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: the UI keeps polling."""
+        return self.state in ("queued", "running")
 
 
 class Job:
@@ -120,28 +149,15 @@ class Job:
         with self._lock:
             self.preview, self.preview_iteration = images, iteration
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> "JobSnapshot":
         """A consistent copy of the fields, safe to read while the job runs."""
         with self._lock:
             now = self.finished or time.time()
-            return {
-                "id": self.id,
-                "name": self.name,
-                "state": self.state,
-                "progress": self.progress,
-                "message": self.message,
-                "started": self.started,
-                "finished": self.finished,
-                "elapsed": now - self.started if self.started is not None else 0.0,
-                "eta": self.eta,
-                "losses": list(self.losses),
-                "preview": self.preview,
-                "preview_iteration": self.preview_iteration,
-                "result": self.result,
-                "error": self.error,
-                "traceback": self.traceback,
-                "cancel_requested": self._cancel.is_set(),
-            }
+            return JobSnapshot(
+                self.id, self.name, self.state, self.progress, self.message, self.started, self.finished,
+                now - self.started if self.started is not None else 0.0, self.eta, list(self.losses), self.preview,
+                self.preview_iteration, self.result, self.error, self.traceback, self._cancel.is_set(),
+            )
 
     def _set(self, **fields: Any) -> None:
         with self._lock:

@@ -304,10 +304,11 @@ def test_unexpected_errors_become_one_readable_line():
 
 
 def test_progress_shows_percent_elapsed_and_time_left():
+    from kscu.jobs import JobSnapshot
     from ui.common import progress_html
 
-    snap = {"id": "job-1", "state": "running", "progress": 0.25, "eta": None, "elapsed": 30.0, "cancel_requested": False,
-            "name": "unlearn 'striped'", "message": "iteration 5/20", "error": None}
+    snap = JobSnapshot("job-1", "unlearn 'striped'", "running", 0.25, "iteration 5/20", 100.0, None, 30.0, None, [], None, None,
+                       None, None, None, False)
     text = progress_html(snap)
     assert "25%" in text and "elapsed 30 s" in text and "about 1:30 left" in text and "width:25.0%" in text
 

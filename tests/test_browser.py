@@ -89,6 +89,7 @@ def test_quick_erase_in_five_clicks(page):
     sync_api.expect(page.locator("#redteam-asr")).to_contain_text("KSCU edit")
     sync_api.expect(page.locator("#redteam-asr")).to_contain_text("unedited")
     sync_api.expect(page.locator("#redteam-verdict")).to_contain_text("an attacker with")
+    sync_api.expect(page.get_by_label("Concept to attack")).to_have_value("striped")  # the ticked edit's concept, filled in
     box = page.locator("#redteam-images img").bounding_box()
     assert box["width"] >= 300, f"the attacked images are {box['width']:.0f} px wide: too small to judge"
     shot(page, "04b-red-team")

@@ -23,13 +23,13 @@ def test_unlearning_job_runs_to_done_with_progress_and_loss_points(micro_demo):
     job = start_unlearning(JobRunner(), micro_demo, short_config(8))
     assert job.wait(TIMEOUT)
     snap = job.snapshot()
-    assert snap["state"] == "done", snap["error"]
-    assert snap["progress"] == 1.0 and snap["eta"] == 0.0
-    assert [p[0] for p in snap["losses"]] == list(range(1, 9))
-    assert isinstance(snap["result"], UnlearnResult)
-    assert [p[2] for p in snap["losses"]] == snap["result"].losses
-    assert [p[1] for p in snap["losses"]] == snap["result"].steps
-    assert snap["finished"] >= snap["started"] and snap["preview"] is None
+    assert snap.state == "done", snap.error
+    assert snap.progress == 1.0 and snap.eta == 0.0
+    assert [p[0] for p in snap.losses] == list(range(1, 9))
+    assert isinstance(snap.result, UnlearnResult)
+    assert [p[2] for p in snap.losses] == snap.result.losses
+    assert [p[1] for p in snap.losses] == snap.result.steps
+    assert snap.finished >= snap.started and snap.preview is None
 
 
 def test_the_work_function_runs_inside_the_given_wrapper(micro_demo):
@@ -43,7 +43,7 @@ def test_the_work_function_runs_inside_the_given_wrapper(micro_demo):
         return wrapped
 
     job = start_unlearning(JobRunner(), micro_demo, short_config(2), wrap=wrap)
-    assert job.wait(TIMEOUT) and job.snapshot()["state"] == "done"
+    assert job.wait(TIMEOUT) and job.snapshot().state == "done"
     assert entered == [True]
 
 
@@ -59,9 +59,9 @@ def test_a_second_submit_while_one_runs_is_refused():
     with pytest.raises(JobBusy, match="first job.*already running.*wait for it or cancel it"):
         runner.submit("second job", lambda job: "second")
     release.set()
-    assert first.wait(TIMEOUT) and first.snapshot()["result"] == "first"
+    assert first.wait(TIMEOUT) and first.snapshot().result == "first"
     second = runner.submit("second job", lambda job: "second")  # free again
-    assert second.wait(TIMEOUT) and second.snapshot()["result"] == "second"
+    assert second.wait(TIMEOUT) and second.snapshot().result == "second"
     assert runner.get(first.id) is first and runner.current is None
 
 
@@ -76,23 +76,23 @@ def test_a_queueing_runner_runs_jobs_in_order_and_skips_cancelled_ones():
 
     jobs = [runner.submit(name, work(name)) for name in ("a", "b", "c")]
     jobs[1].cancel()
-    assert jobs[2].snapshot()["state"] == "queued"
+    assert jobs[2].snapshot().state == "queued"
     release.set()
     assert all(job.wait(TIMEOUT) for job in jobs)
     assert order == ["a", "c"]
-    assert [job.snapshot()["state"] for job in jobs] == ["done", "cancelled", "done"]
+    assert [job.snapshot().state for job in jobs] == ["done", "cancelled", "done"]
 
 
 def test_cancelling_mid_run_leaves_the_base_unet_bit_identical(micro_demo):
     base = copy.deepcopy(micro_demo.unet.state_dict())
     job = start_unlearning(JobRunner(), micro_demo, short_config(10_000))
-    while not job.snapshot()["losses"]:
-        assert not job.wait(0.01), job.snapshot()["error"]
+    while not job.snapshot().losses:
+        assert not job.wait(0.01), job.snapshot().error
     job.cancel()
     assert job.wait(TIMEOUT)
     snap = job.snapshot()
-    assert snap["state"] == "cancelled" and "base model is unchanged" in snap["message"]
-    assert snap["result"] is None and 0 < len(snap["losses"]) < 10_000
+    assert snap.state == "cancelled" and "base model is unchanged" in snap.message
+    assert snap.result is None and 0 < len(snap.losses) < 10_000
     state = micro_demo.unet.state_dict()
     assert state.keys() == base.keys() and all(torch.equal(state[k], base[k]) for k in base)
 
@@ -109,8 +109,8 @@ def test_a_generic_job_can_cancel_itself_cooperatively():
     job = JobRunner().submit("loop", loop)
     assert started.wait(TIMEOUT)
     job.cancel()
-    assert job.wait(TIMEOUT) and job.snapshot()["state"] == "cancelled"
-    assert job.snapshot()["message"] == "stopped at a checkpoint"
+    assert job.wait(TIMEOUT) and job.snapshot().state == "cancelled"
+    assert job.snapshot().message == "stopped at a checkpoint"
 
 
 def test_a_failing_job_keeps_a_readable_message_and_the_traceback():
@@ -120,15 +120,15 @@ def test_a_failing_job_keeps_a_readable_message_and_the_traceback():
     job = JobRunner().submit("broken", broken)
     assert job.wait(TIMEOUT)
     snap = job.snapshot()
-    assert snap["state"] == "failed"
-    assert snap["error"] == "concept 'x' is not in this model's vocabulary" == snap["message"]  # written for the user
-    assert "Traceback" in snap["traceback"] and "broken" in snap["traceback"]
+    assert snap.state == "failed"
+    assert snap.error == "concept 'x' is not in this model's vocabulary" == snap.message  # written for the user
+    assert "Traceback" in snap.traceback and "broken" in snap.traceback
 
     def crashed(job):
         raise RuntimeError("CUDA out of memory")
 
     job = JobRunner().submit("crashed", crashed)
-    assert job.wait(TIMEOUT) and job.snapshot()["error"] == "RuntimeError: CUDA out of memory"  # a bug keeps its class name
+    assert job.wait(TIMEOUT) and job.snapshot().error == "RuntimeError: CUDA out of memory"  # a bug keeps its class name
 
 
 def test_bad_settings_fail_in_the_caller_not_in_the_thread(micro_demo):
@@ -145,12 +145,12 @@ def test_previews_are_made_with_the_tuned_unet_every_few_iterations(micro_demo):
     job = start_unlearning(JobRunner(), micro_demo, short_config(6), preview_prompts=prompts, preview_seeds=[3, 4], preview_every=3)
     assert job.wait(TIMEOUT)
     snap = job.snapshot()
-    assert snap["state"] == "done", snap["error"]
-    assert snap["preview_iteration"] == 6
-    assert snap["preview"].shape == (2, 64, 64, 3) and snap["preview"].dtype.name == "uint8"
+    assert snap.state == "done", snap.error
+    assert snap.preview_iteration == 6
+    assert snap.preview.shape == (2, 64, 64, 3) and snap.preview.dtype.name == "uint8"
     # made with the tuned UNet: after the last iteration it is the finished edit
     # (sampled in a job too: same thread settings, so the same floating-point sums, bit for bit)
-    unet = snap["result"].apply(micro_demo)
+    unet = snap.result.apply(micro_demo)
     reference = JobRunner().submit("reference", lambda _: Sampler(micro_demo, PREVIEW_STEPS, PREVIEW_GUIDANCE).generate(unet, prompts, [3, 4]))
     assert reference.wait(TIMEOUT)
-    assert (snap["preview"] == reference.snapshot()["result"]).all()
+    assert (snap.preview == reference.snapshot().result).all()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from kscu.config import UnlearnConfig
 from kscu.domain import Domain, default_domain
-from kscu.jobs import JobBusy
+from kscu.jobs import JobBusy, JobSnapshot
 from kscu.models import LoadedModel
 from kscu.validation import CheckedConfig, check_config
 from ui.poll_timer import PollTimer
@@ -144,24 +144,24 @@ def duration(seconds: float | None) -> str:
 _STATE_WORDS = {"queued": "Waiting", "running": "Running", "done": "Finished", "failed": "Failed", "cancelled": "Cancelled"}
 
 
-def progress_html(snap: dict | None, idle: str = "Not started yet.") -> str:
+def progress_html(snap: JobSnapshot | None, idle: str = "Not started yet.") -> str:
     """A progress bar with percent, elapsed time, time left and the job's message."""
     if snap is None:
         return f'<div class="kscu-progress idle">{html.escape(idle)}</div>'
-    state, fraction = snap["state"], snap["progress"]
-    eta = snap["eta"]
+    state, fraction = snap.state, snap.progress
+    eta = snap.eta
     if eta is None and state == "running" and fraction > 0.01:
-        eta = snap["elapsed"] * (1 - fraction) / fraction
-    parts = [f"{fraction:.0%}", f"elapsed {duration(snap['elapsed'])}"]
+        eta = snap.elapsed * (1 - fraction) / fraction
+    parts = [f"{fraction:.0%}", f"elapsed {duration(snap.elapsed)}"]
     if state == "running":
         parts.append(f"about {duration(eta)} left" if eta is not None and math.isfinite(eta) else "estimating the time left")
-    if snap["cancel_requested"] and state in ("queued", "running"):
+    if snap.cancel_requested and snap.active:
         parts.append("stopping…")
-    message = hide_server_paths(snap["error"] if state == "failed" else snap["message"])
+    message = hide_server_paths(snap.error if state == "failed" else snap.message)
     message = "" if message in ("queued", "running") else message  # the head already says so
     return (
-        f'<div class="kscu-progress {state}" data-job="{snap["id"]}">'
-        f'<div class="kscu-progress-head"><b>{_STATE_WORDS[state]}</b>: {html.escape(snap["name"])} · {" · ".join(parts)}</div>'
+        f'<div class="kscu-progress {state}" data-job="{snap.id}">'
+        f'<div class="kscu-progress-head"><b>{_STATE_WORDS[state]}</b>: {html.escape(snap.name)} · {" · ".join(parts)}</div>'
         f'<div class="kscu-bar"><div style="width:{fraction * 100:.1f}%"></div></div>'
         f'<div class="kscu-progress-msg">{html.escape(message or "")}</div></div>'
     )
@@ -185,6 +185,6 @@ def image_panel(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
     return heading, image
 
 
-def timer_state(snap: dict | None) -> PollTimer:
+def timer_state(snap: JobSnapshot | None) -> PollTimer:
     """Keep polling while the job is queued or running, stop once it has finished."""
-    return PollTimer(active=snap is not None and snap["state"] in ("queued", "running"))
+    return PollTimer(active=snap is not None and snap.active)

@@ -67,16 +67,16 @@ def status(state: WorkbenchState) -> tuple:
     """Poll: progress; once finished also the grids, the metrics and a plain reading of them."""
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Choose a concept and press Erase.")
-    if snap is None or snap["state"] != "done":
+    if snap is None or snap.state != "done":
         return progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer_state(snap)
-    out: QuickErase = snap["result"]
+    out: QuickErase = snap.result
     result, grids, reports = out.result, out.grids, out.reports
     blurred = needs_blur(domain_of(state), result.config.kind)
     cfg = result.config
     how = f" with KSCU{' and adversarial training' if cfg.adversarial else ''}"
     trained = "; ".join(f"*{c.concept}* ({c.kind}){how if n == 0 else ''}: {c.iterations} iterations on steps {c.start_step}–{c.end_step - 1} "
                         f"of {c.num_steps}, learning rate {c.lr:g}, {c.params} parameters" for n, c in enumerate(result.configs))
-    text = [f"**Done in {duration(snap['elapsed'])}.** Erased {trained}."]
+    text = [f"**Done in {duration(snap.elapsed)}.** Erased {trained}."]
     if result.sanity is not None:
         text.append(sanity_sentence(result.sanity))
     text.append(change_sentence(out.change))

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from kscu.config import UnlearnConfig
 from kscu.influence import InfluenceReport
-from kscu.jobs import Job, JobRunner
+from kscu.jobs import Job, JobRunner, JobSnapshot
 from kscu.models import LoadedModel
 from kscu.runs import RECORDABLE, default_root, record_run
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
@@ -111,7 +111,7 @@ class WorkbenchState:
         self.jobs[purpose] = job
         return job
 
-    def snapshot(self, purpose: str) -> dict | None:
+    def snapshot(self, purpose: str) -> JobSnapshot | None:
         job = self.jobs.get(purpose)
         return job.snapshot() if job is not None else None
 
@@ -131,7 +131,7 @@ class WorkbenchState:
         job.wait()
         if failure:
             raise failure[0]
-        return job.snapshot()["result"]
+        return job.snapshot().result
 
     def keep_result(self, result: UnlearnResult) -> None:
         """Make `result` the last edit of its method and the current one."""
@@ -146,9 +146,9 @@ class WorkbenchState:
         job = self.jobs.get("unlearn")
         if job is not None and job.id not in self._adopted:
             snap = job.snapshot()
-            if snap["state"] == "done" and isinstance(snap["result"], UnlearnResult):
+            if snap.state == "done" and isinstance(snap.result, UnlearnResult):
                 self._adopted.add(job.id)
-                self.keep_result(snap["result"])
+                self.keep_result(snap.result)
 
     def result(self, method: str | None = None) -> UnlearnResult:
         """The last edit of `method` (default: the current one), or a ValueError saying how to get one."""

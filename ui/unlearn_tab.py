@@ -126,20 +126,20 @@ def status(state: WorkbenchState) -> tuple:
     progress = progress_html(snap, idle="Set up the run and press Start.")
     if snap is None:
         return progress, gr.skip(), gr.skip(), gr.skip(), edits_summary(state), gr.skip(), timer_state(snap)
-    info = state.job_info.get(snap["id"], {})
+    info = state.job_info.get(snap.id, {})
     config = info.get("config")
-    losses = snap["losses"]
+    losses = snap.losses
     figure = loss_figure([loss for _, _, loss in losses], [k for _, k, _ in losses])
     gallery, heading = None, PREVIEW_HEADING  # a new run starts with no previews, not the last run's
-    if snap["preview"] is not None:
-        images = snap["preview"]
+    if snap.preview is not None:
+        images = snap.preview
         if config is not None and needs_blur(domain_of(state), config.kind):
             images = blur(images, max(2.0, images.shape[2] * BLUR_SHARE))
         captions = info.get("captions", [])
         gallery = list(zip(upscale(images), captions)) if len(captions) == len(images) else upscale(images)
-        heading = f"{PREVIEW_HEADING}, at iteration {snap['preview_iteration']}"
-    record = {"state": snap["state"], "progress": round(snap["progress"], 4), "iterations_done": len(losses),
-              "elapsed_s": round(snap["elapsed"], 1), "message": snap["error"] or snap["message"],
+        heading = f"{PREVIEW_HEADING}, at iteration {snap.preview_iteration}"
+    record = {"state": snap.state, "progress": round(snap.progress, 4), "iterations_done": len(losses),
+              "elapsed_s": round(snap.elapsed, 1), "message": snap.error or snap.message,
               "config": config.to_dict() if config is not None else None}
     return progress, figure, heading, gallery, edits_summary(state), record, timer_state(snap)
 
