@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 from kscu.attack_config import ATTACKS, budget_fields  # noqa: E402  (no torch: --help stays fast)
-from kscu.config import SCHEDULES  # noqa: E402
+from kscu.config import DEFAULT_SCHEDULE, SCHEDULES  # noqa: E402
 from kscu.export_formats import DEFAULT_RANK, LAYOUTS  # noqa: E402
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS  # noqa: E402
 
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--concept", default=None, help="the concept to erase")
     quick.add_argument("--also", default=None, help=_field_help("also"))
     _add_concepts_arg(quick)
-    quick.add_argument("--schedule", default="in_turn", choices=SCHEDULES, help=_field_help("schedule"))
+    quick.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES, help=_field_help("schedule"))
     quick.add_argument("--kind", default=None, help=KIND_HELP)
     quick.add_argument("--iterations", type=_positive_int, default=None, help="default: the preset's")
     quick.add_argument("--adversarial", action="store_true", help=_field_help("adversarial"))

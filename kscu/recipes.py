@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from kscu.config import UnlearnConfig
+from kscu.config import DEFAULT_SCHEDULE, UnlearnConfig
 from kscu.evaluation import EvalReport, EvaluationCancelled, Verdict, evaluate_each, evaluate_edit, verdict
 from kscu.grids import comparison_grids
 from kscu.models import LoadedModel
@@ -83,7 +83,7 @@ def quick_erase(
     kind: str | None = None,
     *,
     also: Sequence[str] = (),
-    schedule: str = "in_turn",
+    schedule: str = DEFAULT_SCHEDULE,
     iterations: int | None = None,
     adversarial: bool = False,
     n_erase: int = ERASE_PROMPTS,

@@ -16,7 +16,7 @@ from ui.common import (POLL_SECONDS, PollTimer, cancel_job, domain_of, edit_choi
                        timer_state)
 from ui.results import change_table, comparison_table, grid_image, needs_blur, reading, unscored_note
 from ui.spaces_gpu import ANALYSIS_SECONDS, gpu
-from ui.state import METHOD_NAMES, WorkbenchState
+from ui.state import METHOD_NAMES, ComparisonView, WorkbenchState
 
 PURPOSE = "compare"
 
@@ -60,7 +60,7 @@ def start(state: WorkbenchState, methods: list[str], neighbours: str, seeds: str
     scored = bool(measure) and model.domain.scoreable(first.concept, first.kind, rows)
     name = f"compare {' and '.join(chosen)} edits of {first.concept!r}" + (" with metrics" if scored else "")
     job = state.submit(PURPOSE, name, partial(_work, state, model, chosen, rows, seed_list, bool(measure), int(n_erase), int(n_retain)))
-    state.job_info[job.id] = {"measure": bool(measure), "neighbours": rows}
+    state.job_info[job.id] = ComparisonView(bool(measure), rows)
     return (progress_html(job.snapshot()), PollTimer(active=True), *view(state, False))
 
 
@@ -72,7 +72,8 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     if c is None:
         message = "No comparison yet: tick an edit and press Compare." if snap is None else ""
         return None, gr.skip(), None, gr.Column(visible=False), gr.skip(), None, "", gr.Dataframe(visible=False), message
-    info = state.job_info.get(snap.id, {})
+    info = state.job_info.get(snap.id)
+    asked = info if isinstance(info, ComparisonView) else ComparisonView(True, None)
     domain = domain_of(state)
     blurred = needs_blur(domain, c.kind) and not unblur
     grids = c.grids
@@ -86,8 +87,8 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     if c.reports:
         judge = next(iter(c.reports.values())).judge
         notes.append(f"Metrics read by {judge}. The image change above needs no judge.")
-    elif info.get("measure", True):
-        notes.append(unscored_note(domain, c.concept, c.kind, info.get("neighbours")))
+    elif asked.measure:
+        notes.append(unscored_note(domain, c.concept, c.kind, asked.neighbours))
     else:
         notes.append("UA / IRA / CRA were not measured (unticked): compare the grids and the image change.")
     notes.append("Grid rows: the erased concept, then its neighbours; columns: seeds.")

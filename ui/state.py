@@ -49,6 +49,24 @@ class QuickSettings:
     n_retain: int = RETAIN_PROMPTS
 
 
+@dataclass(frozen=True)
+class TrainingView:
+    """What the Unlearn tab shows beside a training job's snapshot: the config it resolved and the
+    captions of its preview images."""
+
+    config: UnlearnConfig
+    captions: list[str]
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    """What the Compare tab needs beside a comparison's result to explain a missing metrics table:
+    whether metrics were asked for, and the neighbour rows asked for (None: the domain's)."""
+
+    measure: bool
+    neighbours: list[str] | None
+
+
 @dataclass
 class WorkbenchState:
     """Everything the tabs share (see the module docstring for why it is shared)."""
@@ -61,8 +79,8 @@ class WorkbenchState:
     runner: JobRunner = field(default_factory=JobRunner)
     jobs: dict[str, Job] = field(default_factory=dict)
     """The last job of each purpose ("quick", "analyze", "unlearn", "compare")."""
-    job_info: dict[str, dict] = field(default_factory=dict)
-    """Per job id, what the UI shows besides the snapshot (resolved config, preview captions)."""
+    job_info: dict[str, TrainingView | ComparisonView] = field(default_factory=dict)
+    """Per job id, what the UI shows besides the snapshot."""
     reports: list[InfluenceReport] = field(default_factory=list)
     """The last influence analysis (one report per concept)."""
     results: dict[str, UnlearnResult] = field(default_factory=dict)

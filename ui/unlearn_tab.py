@@ -8,7 +8,7 @@ from typing import Callable
 
 import gradio as gr
 
-from kscu.config import IMPORTED, UnlearnConfig, from_inputs
+from kscu.config import DEFAULT_SCHEDULE, IMPORTED, UnlearnConfig, from_inputs
 from kscu.domain import Domain
 from kscu.grids import blur, grid_prompts
 from kscu.jobs import start_unlearning
@@ -18,11 +18,11 @@ from ui.common import (POLL_SECONDS, PollTimer, cancel_job, check_request, clean
                        kinds_for, progress_html, resolve_kind, timer_state, upscale)
 from ui.results import BLUR_SHARE, needs_blur, sanity_cell
 from ui.spaces_gpu import TRAIN_SECONDS, gpu
-from ui.state import METHOD_NAMES, WorkbenchState
+from ui.state import METHOD_NAMES, TrainingView, WorkbenchState
 
 PURPOSE = "unlearn"
 METHODS = [("KSCU: key steps only", "kscu"), ("ESD: all steps (baseline)", "esd")]
-SCHEDULE_LABELS = [("each concept's window in turn", "in_turn"), ("interleaved", "interleaved")]
+SCHEDULE_LABELS = [("interleaved", "interleaved"), ("each concept's window in turn", "in_turn")]
 PARAM_LABELS = [("cross-attention (xattn)", "xattn"), ("all but cross-attention (noxattn)", "noxattn"), ("everything (full)", "full")]
 PREVIEW_HEADING = "#### Previews with the model being tuned: the concept (and the next one erased), then a neighbour that must stay"
 DEFAULT_KIND = "style"
@@ -87,7 +87,7 @@ def start(state: WorkbenchState, names: list[str], *values) -> tuple[str, PollTi
     job = state.track(PURPOSE, start_unlearning(state.runner, model, checked, prompts, seeds, every,
                                                     wrap=gpu(TRAIN_SECONDS)))
     captions = [f"{w}, seed {s}" for w in words for s in PREVIEW_SEEDS]
-    state.job_info[job.id] = {"config": config, "captions": captions}
+    state.job_info[job.id] = TrainingView(config, captions)
     return progress_html(job.snapshot()), PollTimer(active=True)
 
 
@@ -126,8 +126,8 @@ def status(state: WorkbenchState) -> tuple:
     progress = progress_html(snap, idle="Set up the run and press Start.")
     if snap is None:
         return progress, gr.skip(), gr.skip(), gr.skip(), edits_summary(state), gr.skip(), timer_state(snap)
-    info = state.job_info.get(snap.id, {})
-    config = info.get("config")
+    info = state.job_info.get(snap.id)
+    config = info.config if isinstance(info, TrainingView) else None
     losses = snap.losses
     figure = loss_figure([loss for _, _, loss in losses], [k for _, k, _ in losses])
     gallery, heading = None, PREVIEW_HEADING  # a new run starts with no previews, not the last run's
@@ -135,7 +135,7 @@ def status(state: WorkbenchState) -> tuple:
         images = snap.preview
         if config is not None and needs_blur(domain_of(state), config.kind):
             images = blur(images, max(2.0, images.shape[2] * BLUR_SHARE))
-        captions = info.get("captions", [])
+        captions = info.captions if isinstance(info, TrainingView) else []
         gallery = list(zip(upscale(images), captions)) if len(captions) == len(images) else upscale(images)
         heading = f"{PREVIEW_HEADING}, at iteration {snap.preview_iteration}"
     record = {"state": snap.state, "progress": round(snap.progress, 4), "iterations_done": len(losses),
@@ -162,8 +162,9 @@ def build(state: WorkbenchState) -> dict:
             kind = gr.Dropdown(kinds, value=first, label="Kind of concept", info="Selects the preset below.")
             also = gr.Dropdown(concept_choices(domain), value=[], multiselect=True, allow_custom_value=True, label="Also erase (optional)",
                                info="More concepts in the same job, each with its own kind's preset; the settings below are the first concept's (iterations: each concept's).")
-            schedule = gr.Radio(SCHEDULE_LABELS, value="in_turn", label="Order of the concepts' iterations",
-                                info="Several concepts: each window in turn (as the KSCU authors do), or alternating.")
+            schedule = gr.Radio(SCHEDULE_LABELS, value=DEFAULT_SCHEDULE, label="Order of the concepts' iterations",
+                                info="Several concepts: alternating (kept more in our measurements), or each window in turn "
+                                     "(as the KSCU authors do).")
             method = gr.Radio(METHODS, value="kscu", label="Method", info="ESD ignores the window and samples every step.")
             with gr.Accordion("Advanced settings (the preset's values are filled in)", open=False):
                 with gr.Row():
