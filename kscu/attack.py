@@ -235,16 +235,17 @@ def attack_target(erased: Mapping[str, Sequence[UnlearnConfig]], target: str | N
     if target is None or not target.strip():
         target = next(iter(erased.values()))[0].concept
     name = target.strip().lower()
-    matches, others = [], []
+    first: UnlearnConfig | None = None
+    others: list[str] = []
     for label, configs in erased.items():
         match = next((c for c in configs if c.concept.strip().lower() == name), None)
         if match is None:
             names = ", ".join(repr(c.concept) for c in configs)
             raise ValueError(f"concept to attack (--target): {label} erased {names}, not {target!r}; choose a concept every "
                              "chosen edit erased (one concept per attack)")
-        matches.append(match)
+        first = first or match
         others += [c.concept for c in configs if c is not match and c.concept not in others]
-    return AttackTarget(matches[0].concept, matches[0].kind, tuple(others))
+    return AttackTarget(first.concept, first.kind, tuple(others))
 
 
 def _rate(scores: np.ndarray) -> Rate:

@@ -149,7 +149,7 @@ class Job:
         with self._lock:
             self.preview, self.preview_iteration = images, iteration
 
-    def snapshot(self) -> "JobSnapshot":
+    def snapshot(self) -> JobSnapshot:
         """A consistent copy of the fields, safe to read while the job runs."""
         with self._lock:
             now = self.finished or time.time()
