@@ -260,7 +260,7 @@ def analyze(
     pairs = domain.training_pairs(concept, kind, anchor, count=max(len(gap_seeds), len(b_seeds)))
     sampler = Sampler(model, num_steps, guidance)
     grid = switch_grid(num_steps, switch_points)
-    work = {"gap": num_steps, "causal": 2 * (num_steps + sum(num_steps - k for k in grid))}  # UNet steps
+    work = {"gap": num_steps, "causal": 2 * (num_steps + sum(num_steps - k for k in grid if k > 0))}  # UNet steps
     total = sum(work[m] for m in measures)
     done = 0
 
@@ -325,22 +325,28 @@ def _sigma_steps(sampler: Sampler) -> list[float]:
 def _causal_curves(model, sampler: Sampler, concept: str, pairs, seeds: list[int], grid: list[int], detector: Detector, advance) -> list[InfluenceCurve]:
     """Measure b. One trajectory with the first prompt, branching at every switch point into
     the second prompt for the remaining steps: the shared prefix is sampled once, about half
-    the cost of running every switch point from noise."""
+    the cost of running every switch point from noise. The two curves also share their ends
+    (switching at 0 in one is running the other's first prompt to K: anchor only, concept only),
+    so each end is sampled once, by the curve whose prefix reaches K anyway."""
     c, a = _embed(model, pairs, len(seeds))
     K = sampler.num_steps
     timesteps = [int(sampler.timesteps[k]) if k < K else 0 for k in grid]
-    curves = []
+    scores: dict[str, dict[int, np.ndarray]] = {}
     for measure, before, after in (("causal_from", a, c), ("causal_until", c, a)):
-        x, previous, scores = sampler.initial_latents(seeds), 0, []
+        x, previous, scores[measure] = sampler.initial_latents(seeds), 0, {}
         for k in grid:
             x = sampler.run(model.unet, x, before, previous, k)
-            final = sampler.run(model.unet, x, after, k)
-            score = np.asarray(detector(sampler.decode(final)), dtype=np.float64).reshape(-1)
-            if score.shape != (len(seeds),) or not np.all((score >= 0) & (score <= 1)):
-                raise ValueError(f"the detector must return one score in [0, 1] per image; got shape {score.shape}")
-            scores.append(score)
-            advance(k - previous + K - k, f"{measure.replace('_', ' ')}: switch at step {k} of {K}")
+            if k > 0:  # k = 0 runs only the second prompt: the other curve's k = K
+                final = sampler.run(model.unet, x, after, k)
+                score = np.asarray(detector(sampler.decode(final)), dtype=np.float64).reshape(-1)
+                if score.shape != (len(seeds),) or not np.all((score >= 0) & (score <= 1)):
+                    raise ValueError(f"the detector must return one score in [0, 1] per image; got shape {score.shape}")
+                scores[measure][k] = score
+            advance(k - previous + (K - k if k > 0 else 0), f"{measure.replace('_', ' ')}: switch at step {k} of {K}")
             previous = k
-        values = np.stack(scores)  # (grid, seeds)
+    scores["causal_from"][0], scores["causal_until"][0] = scores["causal_until"][K], scores["causal_from"][K]
+    curves = []
+    for measure in ("causal_from", "causal_until"):
+        values = np.stack([scores[measure][k] for k in grid])  # (grid, seeds)
         curves.append(InfluenceCurve(concept, measure, list(grid), timesteps, values.mean(1).tolist(), values.std(1).tolist()))
     return curves

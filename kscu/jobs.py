@@ -80,6 +80,11 @@ class JobSnapshot:
         """Queued or running: the UI keeps polling."""
         return self.state in ("queued", "running")
 
+    @property
+    def done(self) -> bool:
+        """Finished with a result (not failed, not cancelled)."""
+        return self.state == "done"
+
 
 class Job:
     """One piece of background work and everything a UI shows about it.

@@ -93,7 +93,7 @@ def status(state: WorkbenchState) -> tuple:
     """Poll: progress; when finished the figure, the reading and the table."""
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Choose concepts and press Analyze.")
-    if snap is None or snap.state != "done":
+    if snap is None or not snap.done:
         return progress, gr.skip(), gr.skip(), gr.skip(), timer_state(snap)
     reports = snap.result
     return progress, influence_figure(reports), reading(reports), curve_table(reports), timer_state(snap)

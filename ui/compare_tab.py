@@ -68,7 +68,7 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
     """The last finished comparison (its job's result): before grid, KSCU and ESD after grids,
     image change, metrics table and notes; empty while a comparison runs."""
     snap = state.snapshot(PURPOSE)
-    c: Comparison | None = snap.result if snap is not None and snap.state == "done" else None
+    c: Comparison | None = snap.result if snap is not None and snap.done else None
     if c is None:
         message = "No comparison yet: tick an edit and press Compare." if snap is None else ""
         return None, gr.skip(), None, gr.Column(visible=False), gr.skip(), None, "", gr.Dataframe(visible=False), message
@@ -105,7 +105,7 @@ def view(state: WorkbenchState, unblur: bool) -> tuple:
 def status(state: WorkbenchState, unblur: bool) -> tuple:
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Tick the edits to compare and press Compare.")
-    if snap is None or snap.state != "done":
+    if snap is None or not snap.done:
         return (progress, *(gr.skip(),) * 9, timer_state(snap))
     return (progress, *view(state, unblur), timer_state(snap))
 

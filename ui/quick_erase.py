@@ -67,7 +67,7 @@ def status(state: WorkbenchState) -> tuple:
     """Poll: progress; once finished also the grids, the metrics and a plain reading of them."""
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Choose a concept and press Erase.")
-    if snap is None or snap.state != "done":
+    if snap is None or not snap.done:
         return progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer_state(snap)
     out: QuickErase = snap.result
     result, grids, reports = out.result, out.grids, out.reports

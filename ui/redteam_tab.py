@@ -106,7 +106,7 @@ def images(report: RedTeamReport, blurred: bool):
 
 def view(state: WorkbenchState) -> tuple:
     snap = state.snapshot(PURPOSE)
-    report: RedTeamReport | None = snap.result if snap is not None and snap.state == "done" else None
+    report: RedTeamReport | None = snap.result if snap is not None and snap.done else None
     if report is None:
         return empty()
     blurred = needs_blur(domain_of(state), report.kind)
@@ -125,7 +125,7 @@ def view(state: WorkbenchState) -> tuple:
 def status(state: WorkbenchState) -> tuple:
     snap = state.snapshot(PURPOSE)
     progress = progress_html(snap, idle="Tick the edits to attack and press Attack.")
-    if snap is None or snap.state != "done":
+    if snap is None or not snap.done:
         return (progress, *(gr.skip(),) * 3, timer_state(snap))
     return (progress, *view(state), timer_state(snap))
 

@@ -164,7 +164,7 @@ class WorkbenchState:
         job = self.jobs.get("unlearn")
         if job is not None and job.id not in self._adopted:
             snap = job.snapshot()
-            if snap.state == "done" and isinstance(snap.result, UnlearnResult):
+            if snap.done and isinstance(snap.result, UnlearnResult):
                 self._adopted.add(job.id)
                 self.keep_result(snap.result)
 

@@ -4,7 +4,9 @@ whose truth is known.
 
 Run: python -m kscu.demo.train_judge --work work/shape-clip --out assets/shape-clip
 (resumes from the last checkpoint in --work; about an hour on 2 CPU cores, a quarter of it decoding the renders). `--micro` runs a
-seconds-long version (tests).
+seconds-long version (tests). `--init FOLDER` starts from a saved judge's weights with a fresh
+learning-rate schedule (a continuation that resumes a finished run's checkpoint trains only at the
+tail of its cosine, where a few thousand steps barely move the weights).
 
 Captions name a random subset of a scene's four attributes (often just one, so that a bare label
 such as "striped" is a caption the text tower knows), in the demo prompt templates or alone, with an
@@ -61,6 +63,8 @@ class JudgeTrainConfig:
     shape_focus: float = 0.0
     """Share of captions that name the shape (alone or with the style): shapes under textures are
     what the judge reads worst, so a continuation can weight them."""
+    init: str = ""
+    """A saved judge folder whose weights the run starts from ("" = random initialisation)."""
 
     @classmethod
     def micro(cls) -> "JudgeTrainConfig":
@@ -163,6 +167,9 @@ def train(work: Path, out: Path, cfg: JudgeTrainConfig) -> dict[str, dict[str, f
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
     step = 0
     checkpoint = work / "checkpoint.safetensors"
+    if cfg.init and not checkpoint.exists():
+        model.load_state_dict(CLIPModel.from_pretrained(cfg.init, dtype=torch.float32).state_dict())
+        say(f"started from the weights of {cfg.init}")
     if checkpoint.exists():
         state = load_file(str(checkpoint))
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -250,12 +257,20 @@ def main() -> None:
     parser.add_argument("--micro", action="store_true", help="seconds-long run (tests)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--shape-focus", type=float, default=None, help="share of captions that name the shape (default 0)")
+    parser.add_argument("--init", type=Path, default=None, help="start from this saved judge folder's weights (fresh schedule)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     args = parser.parse_args()
     cfg = JudgeTrainConfig.micro() if args.micro else JudgeTrainConfig()
     if args.steps:
         cfg.steps = args.steps
     if args.shape_focus is not None:
         cfg.shape_focus = args.shape_focus
+    if args.init is not None:
+        if not (args.init / "config.json").is_file():
+            parser.error(f"--init {args.init}: not a saved judge folder (no config.json); pass a folder such as assets/shape-clip")
+        cfg.init = str(args.init)
+    if args.lr is not None:
+        cfg.lr = args.lr
     train(args.work, args.out, cfg)
 
 
