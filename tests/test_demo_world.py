@@ -1,5 +1,6 @@
 """The demo world: deterministic generator, prompts, the shipped classifier and pipeline,
 and the resumable training script."""
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -110,3 +111,20 @@ def test_training_continues_from_an_exported_model_without_its_work_folder(micro
     vae_config = lambda folder: json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"]
     assert vae_config(out) == vae_config(micro_demo_dir), "the UNet was trained on the model's latent scaling"
     assert (out / "classifier" / "classifier.safetensors").read_bytes() == (micro_demo_dir / "classifier" / "classifier.safetensors").read_bytes()
+
+
+
+def test_judge_training_can_start_from_a_saved_judge(micro_clip_dir, tmp_path):
+    """--init: a fresh schedule on a saved judge's weights (no step: exactly those weights; two steps move them)."""
+    from safetensors.torch import load_file
+
+    from kscu.demo.train_judge import JudgeTrainConfig, train
+
+    same = dataclasses.replace(JudgeTrainConfig.micro(), init=str(micro_clip_dir), steps=0)
+    train(tmp_path / "w0", tmp_path / "same", same)
+    before, after = load_file(str(micro_clip_dir / "model.safetensors")), load_file(str(tmp_path / "same" / "model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    train(tmp_path / "w1", tmp_path / "moved", dataclasses.replace(same, steps=2))
+    assert f"started from the weights of {micro_clip_dir}" in (tmp_path / "w1" / "train.log").read_text()
+    after = load_file(str(tmp_path / "moved" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
