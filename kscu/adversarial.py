@@ -15,7 +15,10 @@ default embedding attack brings stripes back on 94 / 88 / 88 % of a robust edit'
 0 / 29 / 4 % of the plain edit's: training against the tokens makes the edit easier to break. On
 seed 1 neither bounding the tokens' norms to the vocabulary's (85 %) nor weight 0.3 (92 %) changed
 that, while weight 0 (the attacker running, its term left out) gives the plain edit's 29 %: the
-attacked erase term itself does it, not a side effect. With the paper's walk (pool 0) it took the
+attacked erase term itself does it, not a side effect. Nor did (seed 1, 2026-12-07) the anchor's
+prediction as the attacked term's target instead of the negatively guided one (90 %), fresh tokens
+at every attack with 8 steps instead of warm-started ones with 2 (58 %), or both (42 %): fresh
+tokens halve the harm, but every attacked term tried leaves the edit easier to break than none. With the paper's walk (pool 0) it took the
 embedding attack to 19 / 17 / 4 % against plain KSCU's 23 / 19 / 0 %, and rephrasings to
 2 / 0 / 0 % (8 / 0 / 0 %). Tried and dropped there (one seed, embedding ASR against 23 % for plain
 KSCU): more attack steps (4 every 2 or every iteration: 19-23 %), the attacked term at a random step
