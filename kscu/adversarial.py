@@ -8,24 +8,24 @@ Every iteration then also pulls the tuned prediction with those tokens to the er
 tokens are warm-started from one attack to the next, so a few steps each time follow the edit as
 it moves; trajectory reuse is untouched (the attacked conditioning is used at the same x_k).
 
-What it does is measured, not assumed (benchmarks/red_team.py, docs/results.md), and it is not
-what it aims at, so the option is labelled experimental everywhere. With the style preset as it
-is (a pool of trajectories), on "striped", training seeds 0, 1, 2, 48 attack images each, the
-default embedding attack brings stripes back on 94 / 88 / 88 % of a robust edit's images against
-0 / 29 / 4 % of the plain edit's: training against the tokens makes the edit easier to break. On
-seed 1 neither bounding the tokens' norms to the vocabulary's (85 %) nor weight 0.3 (92 %) changed
-that, while weight 0 (the attacker running, its term left out) gives the plain edit's 29 %: the
-attacked erase term itself does it, not a side effect. Nor did (seed 1, 2026-12-07) the anchor's
-prediction as the attacked term's target instead of the negatively guided one (90 %), fresh tokens
-at every attack with 8 steps instead of warm-started ones with 2 (58 %), or both (42 %): fresh
-tokens halve the harm, but every attacked term tried leaves the edit easier to break than none. With the paper's walk (pool 0) it took the
-embedding attack to 19 / 17 / 4 % against plain KSCU's 23 / 19 / 0 %, and rephrasings to
-2 / 0 / 0 % (8 / 0 / 0 %). Tried and dropped there (one seed, embedding ASR against 23 % for plain
-KSCU): more attack steps (4 every 2 or every iteration: 19-23 %), the attacked term at a random step
-of the whole schedule from the frozen model's x0 estimate (21 %; with the plain prompt there too:
-21 %; weight 3: 33 % and a worse plain erasure), and the red team's own objective on reference
-images of the frozen model (35 %). AdvUnlearn reports the same of UNet-side adversarial training
-and robustifies the text encoder instead, which this trainer does not tune.
+What it does is measured, not assumed (benchmarks/red_team.py, docs/results.md), and it is not what
+it aims at, so the option is labelled experimental everywhere. With the style preset as it is (a
+pool of trajectories), on "striped", training seeds 0, 1, 2, 48 attack images each, the default
+embedding attack brings stripes back on 94 / 88 / 88 % of a robust edit's images against 0 / 29 / 4
+% of the plain edit's: training against the tokens makes the edit easier to break. On seed 1 neither
+bounding the tokens' norms to the vocabulary's (85 %) nor weight 0.3 (92 %) changed that, while
+weight 0 (the attacker running, its term left out) gives the plain edit's 29 %: the attacked erase
+term itself does it, not a side effect. Nor did (seed 1, 2026-12-07) the anchor's prediction as the
+attacked term's target instead of the negatively guided one (90 %), fresh tokens at every attack
+with 8 steps instead of warm-started ones with 2 (58 %), or both (42 %): fresh tokens halve the
+harm, but every attacked term tried leaves the edit easier to break than none. With the paper's walk
+(pool 0) it took the embedding attack to 19 / 17 / 4 % against plain KSCU's 23 / 19 / 0 %, and
+rephrasings to 2 / 0 / 0 % (8 / 0 / 0 %). Tried and dropped there (one seed, embedding ASR against
+23 % for plain KSCU): more attack steps (4 every 2 or every iteration: 19-23 %), the attacked term
+at a random step of the whole schedule from the frozen model's x0 estimate (21 %; with the plain
+prompt there too: 21 %; weight 3: 33 % and a worse plain erasure), and the red team's own objective
+on reference images of the frozen model (35 %). AdvUnlearn reports the same of UNet-side adversarial
+training and robustifies the text encoder instead, which this trainer does not tune.
 """
 from __future__ import annotations
 
