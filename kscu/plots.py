@@ -92,7 +92,8 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
     handles.append(Line2D([], [], color="0.3", ls=":", lw=1.5, label=f"paper preset S:\n{paper}"))
     if window is not None:
         handles.append(Patch(color="0.88", label=f"window [{window[0]}, {window[1]})"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=3)
+    # borderpad: room between the legend's longest label and the image's edge, which clipped a letter in the browser
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=3, borderpad=1.2)
     return fig
 
 
