@@ -75,15 +75,16 @@ def test_progress_reaches_one_and_cancel_raises(micro_demo):
     assert isinstance(info.value, Cancelled), "job runners catch every kscu cancel"
 
 
-def test_the_causal_measure_samples_each_run_once(micro_demo, monkeypatch):
+def test_the_causal_measure_samples_each_run_once(micro_demo):
     """Shared prefixes and shared ends: one trajectory per curve up to K, one branch per switch point
     after 0 (K = 5, grid 0, 2, 5: 2 x (5 + 3 + 0) sampler steps, after the gap measure; sampling
     every end again cost 2 x (5 + 5 + 3)). The gap measure calls the UNet twice a step."""
-    unet = micro_demo.unet
     calls = []
-    forward = unet.forward
-    monkeypatch.setattr(unet, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
-    report = analyze(micro_demo, "red", kind="colour", **SMALL)
+    handle = micro_demo.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        report = analyze(micro_demo, "red", kind="colour", **SMALL)
+    finally:
+        handle.remove()
     assert len(calls) == 2 * 5 + 2 * (5 + 3)
     assert report.curve("causal_from").value[0] == report.curve("causal_until").value[-1]
 
