@@ -113,7 +113,6 @@ def test_training_continues_from_an_exported_model_without_its_work_folder(micro
     assert (out / "classifier" / "classifier.safetensors").read_bytes() == (micro_demo_dir / "classifier" / "classifier.safetensors").read_bytes()
 
 
-
 def test_judge_training_can_start_from_a_saved_judge(micro_clip_dir, tmp_path):
     """--init: a fresh schedule on a saved judge's weights (no step: exactly those weights; two steps move them)."""
     from safetensors.torch import load_file
