@@ -1,6 +1,6 @@
 """What the influence analysis costs on the embedded demo model: seconds and UNet evaluations per
-measure (gap, causal) for one concept with the workbench's default settings, and the window start
-S the curves suggest.
+measure (gap, causal, and the neighbours' curves the window rule weighs) for one concept with the
+workbench's default settings, and the window start S the curves suggest.
 
 UNet images are counted with a forward pre-hook on the base UNet and attributed to the measure
 that kscu.influence.analyze reports progress for; seconds per measure are analyze's own timings.
@@ -16,6 +16,8 @@ import statistics
 
 from _common import BenchParser, Timer, format_table, kind_of, load_demo, save_figure, write_results
 from kscu.influence import MEASURES, analyze, switch_grid
+
+PARTS = (*MEASURES, "neighbours")
 from kscu.plots import influence_figure
 from kscu.progress import Update
 
@@ -25,13 +27,14 @@ class UnetImages:
 
     def __init__(self) -> None:
         self.total, self.seen = 0, 0
-        self.by_measure = dict.fromkeys(MEASURES, 0)
+        self.by_measure = dict.fromkeys(PARTS, 0)
 
     def hook(self, _module, inputs) -> None:
         self.total += inputs[0].shape[0]
 
     def progress(self, update: Update) -> None:
-        measure = "gap" if update.message.startswith("gap") else "causal"
+        measure = next((m for m in ("gap", "neighbour") if update.message.startswith(m)), "causal")
+        measure = "neighbours" if measure == "neighbour" else measure
         self.by_measure[measure] += self.total - self.seen
         self.seen = self.total
 
@@ -42,6 +45,7 @@ def main() -> None:
     parser.option("--steps", 25, 5, "DDIM steps of the analysed schedule", int)
     parser.option("--seeds", 4, 2, "seeds of the gap measure", int)
     parser.option("--causal-seeds", 8, 2, "seeds of the causal measure", int)
+    parser.option("--neighbour-seeds", 8, 2, "seeds per neighbour of the window rule (0: no neighbours)", int)
     parser.option("--switch-points", 11, 3, "switch points of the causal curves", int)
     parser.option("--repeats", 1, 1, "analyses timed (the table shows medians)", int)
     args = parser.parse()
@@ -54,13 +58,17 @@ def main() -> None:
         try:
             with Timer() as timer:
                 report = analyze(model, args.concept, kind, num_steps=args.steps, seeds=args.seeds, causal_seeds=args.causal_seeds,
+                                 neighbours=None if args.neighbour_seeds else (), neighbour_seeds=max(args.neighbour_seeds, 1),
                                  switch_points=args.switch_points, on_progress=counter.progress)
         finally:
             handle.remove()
         runs.append({"seconds": report.seconds, "total_seconds": timer.seconds, "unet_images": counter.by_measure})
-    decoded = {"gap": 0, "causal": 2 * (len(switch_grid(args.steps, args.switch_points)) - 1) * args.causal_seeds}  # each curve's k = 0 is the other's k = K
+    points = len(switch_grid(args.steps, args.switch_points))
+    measured_neighbours = sum(c.measure == "neighbour_until" for c in report.curves)
+    decoded = {"gap": 0, "causal": 2 * (points - 1) * args.causal_seeds,  # each curve's k = 0 is the other's k = K
+               "neighbours": points * args.neighbour_seeds * measured_neighbours}
     rows = []
-    for measure in MEASURES:
+    for measure in PARTS:
         seconds = statistics.median(r["seconds"].get(measure, 0.0) for r in runs)
         images = runs[-1]["unet_images"][measure]
         rows.append({"measure": measure, "seconds": seconds, "unet_images": images, "ms_per_image": 1000 * seconds / images if images else None,
@@ -79,6 +87,7 @@ def main() -> None:
         args, "influence_cost",
         {"model": model.source, "model_hash": model.model_hash,
          "rows": rows, "runs": runs, **suggestion, "rule": report.rule, "notes": report.notes,
+         "lead": None if report.lead is None else report.lead.__dict__,
          "curves": [curve.to_dict() for curve in report.curves]},
         {"seconds": {r["measure"]: r["seconds"] for r in rows}, **suggestion},
     )

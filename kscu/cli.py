@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     influence.add_argument("--seeds", type=_positive_int, default=4, help="seeds averaged per curve")
     influence.add_argument("--measures", default="gap,causal", help="comma list of gap, causal")
     influence.add_argument("--anchor", default=None, help="neutral prompt to compare against (default: empty or the sentence without the concept)")
+    _add_neighbours_arg(influence)
     influence.add_argument("--out", type=Path, default=Path("runs/influence"), help="folder for influence.png and influence.json")
 
     unlearn = commands.add_parser("unlearn", help="erase a concept with KSCU (or the ESD baseline)")
@@ -335,7 +336,7 @@ def cmd_influence(args) -> int:
     for concept in args.concept:
         with _bar(f"influence of {concept!r}", 100, args.json) as bar:
             reports.append(analyze(model, concept, kind=args.kind, measures=measures, num_steps=args.steps, seeds=args.seeds,
-                                   anchor=args.anchor, on_progress=_fraction_progress(bar)))
+                                   anchor=args.anchor, neighbours=_list_arg(args.neighbours), on_progress=_fraction_progress(bar)))
     args.out.mkdir(parents=True, exist_ok=True)
     figure = influence_figure(reports)
     figure.savefig(args.out / "influence.png", dpi=120)

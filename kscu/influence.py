@@ -11,6 +11,8 @@ is decided, and suggest S from the measurement instead of the table. Two measure
   the others, scored by a detector. Two curves over switch points k:
   "causal_from" (anchor for steps < k, concept from k on) and "causal_until" (concept for
   steps < k, anchor from k on). Slower, but it measures the outcome that unlearning cares about.
+  With it, each neighbour's "until" curve, so the suggestion can weigh where the concept is
+  decided against where what must survive is.
 
 Step index k runs 0..K-1 over the DDIM schedule, 0 = pure noise, as everywhere in kscu.
 """
@@ -32,6 +34,10 @@ from kscu.progress import Cancelled, ProgressFn, Step
 
 
 MEASURES = ("gap", "causal")
+NEIGHBOUR_MEASURE = "neighbour_until"
+"""A neighbour's "until" curve, measured with the causal measure (InfluenceCurve.concept names the neighbour)."""
+NEIGHBOUR_SEEDS = 8
+"""Seeds per neighbour: the lead pools them over every neighbour (4 x 8 images per switch point on the demo model)."""
 DEFAULT_THRESHOLD = 0.5
 """Share of the concept already decided before S (see suggest_start)."""
 MIN_CAUSAL_EFFECT = 0.2
@@ -64,9 +70,34 @@ class InfluenceCurve:
     value: list[float]
     spread: list[float]
     weight: list[float] | None = None
+    samples: list[list[float]] | None = None
+    """Causal curves: the detection of every seed at every switch point (grid x seeds), for intervals."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class NeighbourLead:
+    """How much earlier the neighbours are decided than the concept, with a 95 % interval.
+
+    lead: the mean over the interior switch points (0 < k < K) of the neighbours' mean decided
+    share minus the concept's, decided(k) = (u(k) - u(0)) / (u(K) - u(0)) on each "until" curve.
+    Positive: at the steps where the neighbours are already fixed the concept is still open, so a
+    window that starts there can take the concept back and leave the neighbours alone. The
+    interval is the normal one from the per-seed shares (seeds are independent; the curves' ends,
+    which normalise each share, are taken as known). neighbours: those with a usable curve.
+    """
+
+    lead: float
+    low: float
+    high: float
+    neighbours: list[str]
+
+    @property
+    def separated(self) -> bool:
+        """The neighbours are decided measurably earlier: the whole interval lies above 0."""
+        return self.low > 0
 
 
 @dataclass
@@ -78,6 +109,7 @@ class StartSuggestion:
     paper_start: int
     paper_start_of_50: int
     rule: str
+    lead: NeighbourLead | None = None
 
 
 @dataclass
@@ -96,6 +128,7 @@ class InfluenceReport:
     rule: str
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    lead: NeighbourLead | None = None
 
     def curve(self, measure: str) -> InfluenceCurve | None:
         return next((c for c in self.curves if c.measure == measure), None)
@@ -130,6 +163,33 @@ def _crossing(steps: Sequence[float], share: Sequence[float], threshold: float) 
     return None
 
 
+def _decided_areas(curve: InfluenceCurve) -> np.ndarray | None:
+    """Per seed, the mean decided share over the interior switch points; None for a flat curve
+    (no effect to share out) or one without samples."""
+    if curve.samples is None or len(curve.step_index) < 3:
+        return None
+    base, full = curve.value[0], curve.value[-1]
+    if full - base < MIN_CAUSAL_EFFECT:
+        return None
+    samples = np.asarray(curve.samples, dtype=np.float64)[1:-1]  # (interior k, seeds)
+    return ((samples - base) / (full - base)).mean(0)
+
+
+def neighbour_lead(until: InfluenceCurve, neighbours: Sequence[InfluenceCurve]) -> NeighbourLead | None:
+    """The neighbours' lead over the concept (see NeighbourLead); None when the concept's curve
+    or every neighbour's is flat, or they were measured on different switch points."""
+    own = _decided_areas(until)
+    usable = [(n.concept, _decided_areas(n)) for n in neighbours if n.step_index == until.step_index]
+    usable = [(name, areas) for name, areas in usable if areas is not None]
+    if own is None or not usable:
+        return None
+    lead = float(np.mean([areas.mean() for _, areas in usable]) - own.mean())
+    variance = own.var(ddof=1) / len(own) if len(own) > 1 else 0.0
+    variance += sum(areas.var(ddof=1) / len(areas) for _, areas in usable if len(areas) > 1) / len(usable) ** 2
+    half = 1.96 * math.sqrt(variance)
+    return NeighbourLead(lead, lead - half, lead + half, [name for name, _ in usable])
+
+
 def suggest_start(
     curves: Sequence[InfluenceCurve], num_steps: int, paper_start_of_50: int = 24, threshold: float = DEFAULT_THRESHOLD
 ) -> StartSuggestion:
@@ -156,6 +216,14 @@ def suggest_start(
     counts how far each step moves the sample, not how much of that later steps undo, so it
     leans early. On the demo model (K = 25; striped, star, red) the causal rule with 24 seeds
     gave S = 12, 8, 2, this weighted gap rule 7, 6, 4, the unweighted gap 17, 14, 16.
+
+    Neighbours (curves of measure NEIGHBOUR_MEASURE, when measured): a window is worth moving
+    only if it can tell the concept from what must survive. When the neighbours' lead (see
+    NeighbourLead) is not measurably above 0, no step separates the concept from its neighbours,
+    so the curves give no reason to leave the preset and S is the kind's preset. On the demo
+    model (24 causal seeds) stripes are decided later than the other styles (lead 0.15) and their
+    measured window kept more than the preset, while star and red are decided with their
+    neighbours (lead -0.01 and 0.00) and no window from 4 to 24 of 50 kept measurably more.
 
     S is clamped to 0 <= S < 0.9 K, as the Key Step Table requires. paper_start_of_50: the
     preset's start for the concept's kind (Domain.preset(kind).start_of_50; the style preset's 24
@@ -196,8 +264,19 @@ def suggest_start(
     measured = math.floor(round(crossing, 6)) if crossing is not None else limit
     start = min(max(measured, 0), limit)
     rule += f"; S = {start} of {num_steps}" + (f" (clamped below 0.9 K = {0.9 * num_steps:g})" if start < measured else "")
-    paper_50 = paper_start_of_50
-    return StartSuggestion(start, round(start * 50 / num_steps), scale_start(paper_50, num_steps), paper_50, rule)
+    paper_start = scale_start(paper_start_of_50, num_steps)
+    neighbours = [c for c in curves if c.measure == NEIGHBOUR_MEASURE]
+    lead = neighbour_lead(until, neighbours) if until is not None and neighbours else None
+    if lead is not None:
+        measured_lead = (f"the neighbours ({', '.join(lead.neighbours)}) are decided ahead of the concept by "
+                         f"{lead.lead:+.2f} of their effect on average (95 % interval {lead.low:+.2f} to {lead.high:+.2f})")
+        if lead.separated:
+            rule += f"; {measured_lead}, so the window can start where they are fixed"
+        else:
+            rule = (f"{measured_lead}: no step separates the concept from them, so the curves give no reason to leave "
+                    f"the {paper_start_of_50}-of-50 preset; S = {paper_start} of {num_steps} (the half-decided rule alone: {start})")
+            return StartSuggestion(paper_start, paper_start_of_50, paper_start, paper_start_of_50, rule, lead)
+    return StartSuggestion(start, round(start * 50 / num_steps), paper_start, paper_start_of_50, rule, lead)
 
 
 def _embed(model: LoadedModel, pairs: list[ConceptPair], count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +298,8 @@ def analyze(
     should_stop: Callable[[], bool] | None = None,
     *,
     causal_seeds: int | Sequence[int] = 24,
+    neighbours: Sequence[str] | None = None,
+    neighbour_seeds: int | Sequence[int] = NEIGHBOUR_SEEDS,
     switch_points: int = 11,
     guidance: float = 3.0,
     threshold: float = DEFAULT_THRESHOLD,
@@ -234,7 +315,11 @@ def analyze(
     a standard error up to 0.5 / sqrt(n); on the demo model, where the concept moves detection
     by only ~0.3-0.4, 8 seeds put striped's S at 3 and 24 seeds at 12 (of 25).
     kind None: the domain's kind of the concept. The causal measure needs a detector: the model's
-    judge (Domain.detector) is used when none is given; without one it is skipped and a note says so. Raises AnalysisCancelled when
+    judge (Domain.detector) is used when none is given; without one it is skipped and a note says so.
+    With the causal measure the "until" curve of every neighbour (None: the domain's default
+    neighbours; () for none) is measured on `neighbour_seeds`, each with its own phrasing and the
+    judge's detector for it, so suggest_start can weigh where the concept is decided against
+    where they are (a neighbour the judge cannot read is left out with a note). Raises AnalysisCancelled when
     should_stop() returns True (checked between sampler runs).
     """
     unknown = set(measures) - set(MEASURES)
@@ -260,7 +345,17 @@ def analyze(
     pairs = domain.training_pairs(concept, kind, anchor, count=max(len(gap_seeds), len(b_seeds)))
     sampler = Sampler(model, num_steps, guidance)
     grid = switch_grid(num_steps, switch_points)
-    work = {"gap": num_steps, "causal": 2 * (num_steps + sum(num_steps - k for k in grid if k > 0))}  # UNet steps
+    n_seeds = _seed_list(neighbour_seeds, "neighbour_seeds")
+    judged_neighbours: list[tuple[str, Detector]] = []
+    if "causal" in measures:
+        for name in domain.default_neighbours(concept, kind) if neighbours is None else neighbours:
+            judge = domain.detector(name, kind)
+            if judge is None:
+                notes.append(f"neighbour {name!r} left out of the window rule: the judge cannot read it")
+            else:
+                judged_neighbours.append((name, judge))
+    branch_steps = num_steps + sum(num_steps - k for k in grid if k > 0)  # UNet steps of one branching run
+    work = {"gap": num_steps, "causal": 2 * branch_steps + len(judged_neighbours) * (branch_steps + num_steps)}
     total = sum(work[m] for m in measures)
     done = 0
 
@@ -283,10 +378,16 @@ def analyze(
             begin = time.time()
             curves += _causal_curves(model, sampler, concept, pairs, b_seeds, grid, detector, advance)
             seconds["causal"] = time.time() - begin
+            if judged_neighbours:
+                begin = time.time()
+                for name, judge in judged_neighbours:
+                    n_pairs = domain.training_pairs(name, kind, anchor, count=len(n_seeds))
+                    curves.append(_neighbour_curve(model, sampler, name, n_pairs, n_seeds, grid, judge, advance))
+                seconds["neighbours"] = time.time() - begin
     suggestion = suggest_start(curves, num_steps, preset.start_of_50, threshold)
     return InfluenceReport(
         concept, kind, domain.family, num_steps, curves, suggestion.start, suggestion.start_of_50,
-        suggestion.paper_start, suggestion.paper_start_of_50, suggestion.rule, seconds, notes,
+        suggestion.paper_start, suggestion.paper_start_of_50, suggestion.rule, seconds, notes, suggestion.lead,
     )
 
 
@@ -322,31 +423,53 @@ def _sigma_steps(sampler: Sampler) -> list[float]:
     return np.abs(np.diff(sigma)).tolist()
 
 
+def _branching_scores(model, sampler: Sampler, before: torch.Tensor, after: torch.Tensor, seeds: list[int], grid: list[int],
+                      detector: Detector, label: str, advance, skip_start: bool) -> dict[int, np.ndarray]:
+    """Detection per seed for "`before` up to step k, `after` from k on", every k of the grid: one
+    trajectory with `before`, branching into `after` at each switch point, so the shared prefix is
+    sampled once (about half the cost of running every switch point from noise). skip_start:
+    leave out k = 0 (only `after` from noise) when another run already sampled it."""
+    K = sampler.num_steps
+    x, previous, scores = sampler.initial_latents(seeds), 0, {}
+    for k in grid:
+        x = sampler.run(model.unet, x, before, previous, k)
+        if k > 0 or not skip_start:
+            final = sampler.run(model.unet, x, after, k)
+            score = np.asarray(detector(sampler.decode(final)), dtype=np.float64).reshape(-1)
+            if score.shape != (len(seeds),) or not np.all((score >= 0) & (score <= 1)):
+                raise ValueError(f"the detector must return one score in [0, 1] per image; got shape {score.shape}")
+            scores[k] = score
+        advance(k - previous + (K - k if k > 0 or not skip_start else 0), f"{label}: switch at step {k} of {K}")
+        previous = k
+    return scores
+
+
+def _curve(concept: str, measure: str, grid: list[int], timesteps: list[int], scores: dict[int, np.ndarray]) -> InfluenceCurve:
+    values = np.stack([scores[k] for k in grid])  # (grid, seeds)
+    return InfluenceCurve(concept, measure, list(grid), timesteps, values.mean(1).tolist(), values.std(1).tolist(), samples=values.tolist())
+
+
+def _timesteps(sampler: Sampler, grid: list[int]) -> list[int]:
+    return [int(sampler.timesteps[k]) if k < sampler.num_steps else 0 for k in grid]
+
+
 def _causal_curves(model, sampler: Sampler, concept: str, pairs, seeds: list[int], grid: list[int], detector: Detector, advance) -> list[InfluenceCurve]:
-    """Measure b. One trajectory with the first prompt, branching at every switch point into
-    the second prompt for the remaining steps: the shared prefix is sampled once, about half
-    the cost of running every switch point from noise. The two curves also share their ends
-    (switching at 0 in one is running the other's first prompt to K: anchor only, concept only),
-    so each end is sampled once, by the curve whose prefix reaches K anyway."""
+    """Measure b. The two curves share their ends (switching at 0 in one is running the other's
+    first prompt to K: anchor only, concept only), so each end is sampled once, by the curve
+    whose prefix reaches K anyway."""
     c, a = _embed(model, pairs, len(seeds))
     K = sampler.num_steps
-    timesteps = [int(sampler.timesteps[k]) if k < K else 0 for k in grid]
-    scores: dict[str, dict[int, np.ndarray]] = {}
-    for measure, before, after in (("causal_from", a, c), ("causal_until", c, a)):
-        x, previous, scores[measure] = sampler.initial_latents(seeds), 0, {}
-        for k in grid:
-            x = sampler.run(model.unet, x, before, previous, k)
-            if k > 0:  # k = 0 runs only the second prompt: the other curve's k = K
-                final = sampler.run(model.unet, x, after, k)
-                score = np.asarray(detector(sampler.decode(final)), dtype=np.float64).reshape(-1)
-                if score.shape != (len(seeds),) or not np.all((score >= 0) & (score <= 1)):
-                    raise ValueError(f"the detector must return one score in [0, 1] per image; got shape {score.shape}")
-                scores[measure][k] = score
-            advance(k - previous + (K - k if k > 0 else 0), f"{measure.replace('_', ' ')}: switch at step {k} of {K}")
-            previous = k
+    scores = {
+        measure: _branching_scores(model, sampler, before, after, seeds, grid, detector, measure.replace("_", " "), advance, skip_start=True)
+        for measure, before, after in (("causal_from", a, c), ("causal_until", c, a))
+    }
     scores["causal_from"][0], scores["causal_until"][0] = scores["causal_until"][K], scores["causal_from"][K]
-    curves = []
-    for measure in ("causal_from", "causal_until"):
-        values = np.stack([scores[measure][k] for k in grid])  # (grid, seeds)
-        curves.append(InfluenceCurve(concept, measure, list(grid), timesteps, values.mean(1).tolist(), values.std(1).tolist()))
-    return curves
+    return [_curve(concept, measure, grid, _timesteps(sampler, grid), scores[measure]) for measure in ("causal_from", "causal_until")]
+
+
+def _neighbour_curve(model, sampler: Sampler, neighbour: str, pairs, seeds: list[int], grid: list[int], detector: Detector, advance) -> InfluenceCurve:
+    """The "until" curve of one neighbour (its own phrasing, anchor and judge labels), measured
+    like the concept's: where along the schedule the neighbour is decided."""
+    c, a = _embed(model, pairs, len(seeds))
+    scores = _branching_scores(model, sampler, c, a, seeds, grid, detector, f"neighbour {neighbour}", advance, skip_start=False)
+    return _curve(neighbour, NEIGHBOUR_MEASURE, grid, _timesteps(sampler, grid), scores)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from kscu.influence import InfluenceReport
+from kscu.influence import NEIGHBOUR_MEASURE, InfluenceReport
 
 if TYPE_CHECKING:
     from kscu.sweep import SweepResult
@@ -36,7 +36,8 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
 
     Top panel: the relative conditional gap (solid, shaded band = std over seeds). Bottom panel,
     when any report has causal curves: detection rate by switch point, dashed for "concept from
-    step k on", dash-dot for "concept up to step k". Both panels show `window` [start, end)
+    step k on", dash-dot for "concept up to step k", dotted for the neighbours' mean "up to step k"
+    (when measured). Both panels show `window` [start, end)
     shaded, each report's suggested S as a vertical line in its colour and the paper presets as
     dotted grey lines. One legend outside the axes keys colours to concepts and line styles to
     measures, so it never hides a curve however many concepts are overlaid.
@@ -66,6 +67,10 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
                 curve = report.curve(measure)
                 if curve is not None:
                     axes[1].plot(curve.step_index, curve.value, ls=style, color=colour, marker=marker, ms=4)
+            neighbours = [c for c in report.curves if c.measure == NEIGHBOUR_MEASURE]
+            if neighbours:
+                mean = np.mean([c.value for c in neighbours], axis=0)
+                axes[1].plot(neighbours[0].step_index, mean, ls=":", color=colour, marker="x", ms=4, lw=1.2)
         axes[1].set_ylabel("detection rate")
         axes[1].set_ylim(-0.05, 1.05)
 
@@ -87,6 +92,8 @@ def influence_figure(reports: Sequence[InfluenceReport], window: tuple[int, int]
     handles.append(Line2D([], [], color="0.3", lw=2, label="gap, band = std"))
     if causal:
         handles += [Line2D([], [], color="0.3", ls=style, marker=marker, ms=4, label=label) for style, marker, label in _CAUSAL_STYLE.values()]
+        if any(c.measure == NEIGHBOUR_MEASURE for r in reports for c in r.curves):
+            handles.append(Line2D([], [], color="0.3", ls=":", marker="x", ms=4, lw=1.2, label="neighbours up to\nstep k (mean)"))
     handles.append(Line2D([], [], color="0.3", lw=1.2, label="suggested S"))
     paper = ", ".join(f"{'/'.join(sorted(set(kinds)))} {start}" for start, kinds in sorted(presets.items()))
     handles.append(Line2D([], [], color="0.3", ls=":", lw=1.5, label=f"paper preset S:\n{paper}"))

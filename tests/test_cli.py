@@ -42,6 +42,15 @@ def test_unlearn_evaluate_generate_export_on_a_micro_model(micro_demo_dir, tmp_p
     assert (tmp_path / "pipeline" / "model_index.json").exists()
 
 
+def test_influence_weighs_the_neighbours_the_user_names(micro_demo_dir, tmp_path):
+    done = run_cli("influence", "--model", str(micro_demo_dir), "--concept", "striped", "--steps", "4", "--seeds", "2",
+                   "--neighbours", "dotted, plain", "--out", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)["reports"]
+    assert [c["concept"] for c in report["curves"] if c["measure"] == "neighbour_until"] == ["dotted", "plain"]
+    assert "lead" in report and (tmp_path / "influence.png").exists()
+
+
 def test_bad_inputs_exit_2_with_one_readable_line(tmp_path):
     missing = run_cli("generate", "--model", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path / "x.png"))
     assert missing.returncode == 2

@@ -230,7 +230,9 @@ def test_the_generic_path_runs_every_recipe(generic_micro):
     from kscu.influence import analyze
 
     report = analyze(generic_micro, "striped", num_steps=4, seeds=2, causal_seeds=2, switch_points=3)
-    assert [c.measure for c in report.curves] == ["gap", "causal_from", "causal_until"], "the judge drives the causal measure"
+    neighbours = generic_micro.domain.default_neighbours("striped", report.kind)
+    assert [c.measure for c in report.curves] == ["gap", "causal_from", "causal_until"] + ["neighbour_until"] * len(neighbours), \
+        "the judge drives the causal measure, the neighbours' curves too"
 
 
 def test_compare_without_a_judge_still_shows_image_change(micro_demo_dir):

@@ -64,12 +64,22 @@ def reading(reports: list[InfluenceReport]) -> str:
     lines = []
     for r in reports:
         share = 1 - r.suggested_start / r.num_steps
+        if r.lead is not None and not r.lead.separated:
+            lines.append(
+                f"- **{r.concept}** ({r.kind}): suggested **S = {r.suggested_start}** of {r.num_steps} steps, the paper's "
+                f"{r.kind} preset (= {r.paper_start_of_50} of 50): {', '.join(r.lead.neighbours)} are not decided measurably "
+                f"earlier than {r.concept}, so no window start tells them apart and the curves give no reason to move it."
+            )
+            lines += [f"  - note: {n}" for n in r.notes]
+            continue
         compare = "earlier than" if r.suggested_start < r.paper_start else "later than" if r.suggested_start > r.paper_start else "the same as"
         lines.append(
             f"- **{r.concept}** ({r.kind}): suggested **S = {r.suggested_start}** of {r.num_steps} steps "
             f"(= {r.suggested_start_of_50} of 50), {compare} the paper's {r.kind} preset S = {r.paper_start} "
             f"(= {r.paper_start_of_50} of 50). "
-            f"Half of the concept is decided before step S, so KSCU would train the last {share:.0%} of the steps."
+            f"Half of the concept is decided before step S"
+            + (f" and {', '.join(r.lead.neighbours)} are decided measurably earlier" if r.lead is not None else "")
+            + f", so KSCU would train the last {share:.0%} of the steps."
         )
         lines += [f"  - note: {n}" for n in r.notes]
     rules = "\n".join(f"- {r.concept}: {r.rule}" for r in reports)
@@ -81,7 +91,8 @@ def curve_table(reports: list[InfluenceReport]) -> pd.DataFrame:
     columns: dict[str, dict[int, float]] = {}
     for r in reports:
         for c in r.curves:
-            columns[f"{r.concept}: {c.measure}"] = dict(zip(c.step_index, c.value))
+            name = c.measure if c.concept == r.concept else f"{c.concept} {c.measure}"
+            columns[f"{r.concept}: {name}"] = dict(zip(c.step_index, c.value))
     steps = sorted({k for values in columns.values() for k in values})
     table = pd.DataFrame({"step": steps})
     for name, values in columns.items():
@@ -107,7 +118,9 @@ def build(state: WorkbenchState) -> dict:
         "Images are made in steps, from pure noise (step 0) to the finished picture. The **gap** curve shows how much the "
         "concept's words change the model's prediction at each step; the **causal** curves switch the concept on or off "
         "at a step and count how often it still appears. From them the workbench suggests where the key-step window "
-        "should start (S) and shows the paper's preset for comparison."
+        "should start (S) and shows the paper's preset for comparison.\n\n"
+        "**The rule:** S is the step by which half of the concept is decided, when its neighbours (what must survive) are "
+        "decided measurably earlier; otherwise no step tells them apart and S stays at the paper's preset."
     )
     with gr.Row():
         with gr.Column(scale=2):
