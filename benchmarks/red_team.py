@@ -1,5 +1,6 @@
 """Can the erased concept be brought back? The attack success rate (ASR) of the red team's attacks
-(kscu.attack) on the unedited model and on KSCU, robust KSCU (config.adversarial) and ESD edits,
+(kscu.attack) on the unedited model and on KSCU, robust KSCU (config.robust), adversarially trained KSCU
+(config.adversarial) and ESD edits,
 with training and attack time, and the robust edit's retention.
 
 For each concept and training seed: the edits with the domain's preset (`python -m kscu unlearn
@@ -27,7 +28,7 @@ from kscu.config import UnlearnConfig
 from kscu.export import load_edit, save_edit
 from kscu.trainer import unlearn
 
-METHODS = {"kscu": {}, "robust": {"adversarial": True}, "esd": {"method": "esd"}}
+METHODS = {"kscu": {}, "robust": {"robust": True}, "adversarial": {"adversarial": True}, "esd": {"method": "esd"}}
 """Each edit as the config fields it changes from the preset."""
 
 
@@ -38,6 +39,9 @@ def edit_for(model, concept: str, seed: int, method: str, iterations: int | None
         result = unlearn(model, UnlearnConfig(concept, seed=seed, iterations=iterations, **METHODS[method]))
         save_edit(result, path)
     edit = load_edit(path)
+    stale = [name for name, value in METHODS[method].items() if getattr(edit.config, name) != value]
+    if stale:
+        raise SystemExit(f"{path}: an edit from an earlier run with other settings ({', '.join(stale)}); pass another --work")
     return edit, edit.seconds
 
 
@@ -70,7 +74,7 @@ def main() -> None:
     parser = BenchParser(__doc__)
     parser.option("--concepts", "striped,star,red", "striped", "comma list of demo-world concepts", words)
     parser.option("--seeds", "0,1,2", "0", "comma list of training seeds", ints)
-    parser.option("--methods", "kscu,robust,esd", "kscu,robust", "edits to attack (kscu, robust, esd)", words)
+    parser.option("--methods", "kscu,robust,esd", "kscu,robust", "edits to attack (kscu, robust, adversarial, esd)", words)
     parser.option("--attacks", "embedding,rephrase,soft", "embedding,rephrase", "attacks (embedding, rephrase, soft)", words)
     parser.option("--iterations", None, 2, "unlearning iterations (None: the preset's)", int)
     parser.option("--prompts", 48, 4, "attack images per model", int)

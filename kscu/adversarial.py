@@ -1,4 +1,8 @@
-"""Robust erasure (config.adversarial): an attacker inside the key-step loop, after AdvUnlearn.
+"""Adversarial training (config.adversarial, experimental): an attacker inside the key-step loop, after AdvUnlearn.
+
+The workbench's robust option is another one, config.robust (the window opened where the concept is
+decided, kscu.influence.decided_start), which the measurements favour (docs/results.md);
+this one is kept, reachable from the CLI and the Python API, because what it does is measured.
 
 Why: an edit trained only on plain phrasings can be undone by a few learned prompt tokens
 (kscu.attack's embedding attack). Here the trainer keeps such tokens for the concept's prompts

@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES, help=_field_help("schedule"))
     quick.add_argument("--kind", default=None, help=KIND_HELP)
     quick.add_argument("--iterations", type=_positive_int, default=None, help="default: the preset's")
+    quick.add_argument("--robust", action="store_true", help=_field_help("robust"))
     quick.add_argument("--adversarial", action="store_true", help=_field_help("adversarial"))
     quick.add_argument("--n-erase", type=_positive_int, default=ERASE_PROMPTS, help="test prompts that name the concept")
     quick.add_argument("--n-retain", type=_positive_int, default=RETAIN_PROMPTS, help="test prompts of its neighbours")
@@ -479,7 +480,7 @@ def cmd_quick_erase(args) -> int:
     torch.set_num_threads(1)  # training and the unedited side run in two threads, one core each
     with _bar(f"quick erase {', '.join(repr(c) for c in (concept, *also))}", 100, args.json) as bar:
         out = quick_erase(model, concept, args.kind, also=also, schedule=args.schedule, iterations=args.iterations,
-                          adversarial=args.adversarial, n_erase=args.n_erase, n_retain=args.n_retain, on_progress=_fraction_progress(bar))
+                          robust=args.robust, adversarial=args.adversarial, n_erase=args.n_erase, n_retain=args.n_retain, on_progress=_fraction_progress(bar))
     payload = out.to_dict()
     saved = save_edit_or_keep(out.result, args.out, overwrite=args.force) if args.out is not None else None
     if saved is not None:

@@ -279,6 +279,21 @@ def suggest_start(
     return StartSuggestion(start, round(start * 50 / num_steps), paper_start, paper_start_of_50, rule, lead)
 
 
+def decided_start(model: LoadedModel, concept: str, kind: str, num_steps: int,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[int, InfluenceReport]:
+    """Where `concept` is half decided (suggest_start's curve rule, neighbours not weighed), as a
+    window start on a schedule of num_steps, and the analysis it was read from.
+
+    Why (UnlearnConfig.robust): a window that opens after the concept is decided leaves the
+    steps that decide it as the unedited model had them, and learned prompt tokens can act there:
+    on the demo model the style preset's [24, 50) let them bring stripes back on up to 29 in 100
+    images, the window from where stripes are half decided ([14, 50)) on at most 8, keeping as much.
+    """
+    report = analyze(model, concept, kind, neighbours=(), should_stop=should_stop)
+    start = min(round(report.suggested_start * num_steps / report.num_steps), int(0.9 * num_steps - 1e-9))
+    return start, report
+
+
 def _embed(model: LoadedModel, pairs: list[ConceptPair], count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(concept, anchor) embeddings for `count` images, cycling through the pairs."""
     chosen = [pairs[i % len(pairs)] for i in range(count)]

@@ -85,6 +85,7 @@ def quick_erase(
     also: Sequence[str] = (),
     schedule: str = DEFAULT_SCHEDULE,
     iterations: int | None = None,
+    robust: bool = False,
     adversarial: bool = False,
     n_erase: int = ERASE_PROMPTS,
     n_retain: int = RETAIN_PROMPTS,
@@ -95,8 +96,8 @@ def quick_erase(
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> QuickErase:
     """Erase `concept` (and the concepts in `also`, in one job ordered by `schedule`) with KSCU and
-    each kind's preset (kind None: the domain's guess; adversarial: the experimental adversarial training of
-    kscu.adversarial), then show and, for every concept the model has a judge for, measure the
+    each kind's preset (kind None: the domain's guess; robust: each window opens where its concept is decided,
+    UnlearnConfig.robust; adversarial: the experimental adversarial training of kscu.adversarial), then show and, for every concept the model has a judge for, measure the
     result, each concept's test prompts naming none of the others (kscu.evaluation.evaluate_each).
 
     The unedited side runs in a second thread during training: with torch on one thread per
@@ -104,7 +105,7 @@ def quick_erase(
     UNet (default result.apply(model); the UI passes its cached copy).
     """
     checked = check_config(UnlearnConfig(concept=concept, kind=kind, also=tuple(also), schedule=schedule, iterations=iterations,
-                                         adversarial=adversarial), model)
+                                         robust=robust, adversarial=adversarial), model)
     config = checked.config
     measured = [(p.concept, p.kind) for p in checked.parts if model.domain.scoreable(p.concept, p.kind)]
     erased = [p.concept for p in checked.parts]

@@ -165,7 +165,9 @@ class _Draft:
 
 
 def _method(config) -> str:
-    return "robust kscu" if config.method == "kscu" and config.adversarial else config.method
+    if config.method == "kscu" and (config.robust or config.adversarial):
+        return "robust kscu" if config.robust else "adversarial kscu"
+    return config.method
 
 
 def _report_metrics(report: EvalReport, prefix: str = "") -> dict[str, Metric]:

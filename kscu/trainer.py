@@ -24,7 +24,7 @@ import copy
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -34,6 +34,7 @@ from kscu.adversarial import Adversary
 from kscu.concepts import augment_prompt
 from kscu.config import UnlearnConfig
 from kscu.divergence import DivergenceGuard
+from kscu.influence import decided_start
 from kscu.domain import ConceptPair
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
@@ -272,6 +273,18 @@ class ConceptObjective:
         return loss, used
 
 
+def open_where_decided(model: LoadedModel, checked: CheckedConfig, should_stop: Callable[[], bool] | None = None) -> CheckedConfig:
+    """config.robust: every part flagged in checked.decide_start gets its window start from where its
+    concept is decided on this model (kscu.influence.decided_start: the causal influence curve, or
+    the gap curve without a judge); the others stay as they are. Raises AnalysisCancelled (a
+    Cancelled) when should_stop() turns true during the analysis; nothing was changed then."""
+    if not any(checked.decide_start):
+        return checked
+    parts = [replace(part, start_step=decided_start(model, part.concept, part.kind, part.num_steps, should_stop)[0]) if decide else part
+             for part, decide in zip(checked.parts, checked.decide_start)]
+    return replace(checked, config=parts[0], others=tuple(parts[1:]), decide_start=())
+
+
 def unlearn(
     model: LoadedModel,
     config: UnlearnConfig | CheckedConfig,
@@ -284,8 +297,12 @@ def unlearn(
     wrong setting); a CheckedConfig is used as it is. A run that diverges stops with
     UnlearnDiverged (kscu.divergence); a finished one carries a sanity check. Several concepts
     (config.also) train one UNet, each with its own preset's window, in config.schedule's order.
+    config.robust first measures where each concept is decided and opens its window there
+    (open_where_decided); the result's config and seconds include that.
     """
     checked = config if isinstance(config, CheckedConfig) else check_config(config, model)
+    start = time.time()
+    checked = open_where_decided(model, checked, should_stop)
     cfg = checked.config
     for warning in checked.warnings:
         warnings.warn(warning, ConfigWarning, stacklevel=2)
@@ -315,7 +332,6 @@ def unlearn(
     scaler = torch.amp.GradScaler("cuda", enabled=model.half_on_cuda and model.dtype == torch.float16)
     result = UnlearnResult(cfg, {}, model.source, model.model_hash, model.family, warnings=list(checked.warnings),
                            others=list(checked.others))
-    start = time.time()
 
     def check_pool() -> None:
         if should_stop is not None and should_stop():

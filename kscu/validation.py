@@ -39,7 +39,7 @@ LABELS = {
     "start_step": "window start", "end_step": "window end", "num_steps": "denoising steps",
     "lr": "learning rate", "params": "parameters", "anchor": "anchor", "guidance": "guidance",
     "eta": "eta", "lambda2": "lambda2", "augment": "augment", "seed": "seed",
-    "preserve": "concepts to keep", "preserve_weight": "preservation weight", "adversarial": "adversarial training",
+    "preserve": "concepts to keep", "preserve_weight": "preservation weight", "adversarial": "adversarial training", "robust": "robust erasure",
     "also": "further concepts", "schedule": "schedule",
 }
 """How each UnlearnConfig field is named in messages (the CLI flag is the field with dashes)."""
@@ -71,6 +71,9 @@ class CheckedConfig:
     warnings: tuple[str, ...] = ()
     others: tuple["UnlearnConfig", ...] = ()
     """The further concepts' resolved configs (config.also, in order), each with its own preset."""
+    decide_start: tuple[bool, ...] = ()
+    """Per part (config.robust): the trainer measures where the concept is decided and opens the
+    window there, replacing the preset's start (never a start_step the request gave)."""
 
     @property
     def parts(self) -> tuple["UnlearnConfig", ...]:
@@ -145,9 +148,11 @@ def validate(config: "UnlearnConfig") -> None:
     _real(config, "guidance", 0.0, MAX_GUIDANCE)
     _real(config, "eta", 0.0, MAX_ETA)
     _real(config, "lambda2", 0.0, 1e3)
-    for name in ("augment", "adversarial"):
+    for name in ("augment", "adversarial", "robust"):
         if not isinstance(getattr(config, name), bool):
             raise ConfigError(name, f"{getattr(config, name)!r} is not true or false")
+    if config.robust and config.method == "esd":
+        raise ConfigError("robust", "ESD trains at every step, so there is no window to open earlier; untick it or choose KSCU")
     _int(config, "seed", 0, MAX_SEED, optional=False)
     _int(config, "trajectories", 1, MAX_TRAJECTORIES)
     _int(config, "pool", 0, MAX_POOL)
@@ -183,7 +188,8 @@ def check_config(config: "UnlearnConfig", model: "LoadedModel") -> CheckedConfig
     texts against the tokenizer's length. The one entry point every caller uses before training."""
     first, *others = config.parts(model.domain)
     warnings = [w for part in (first, *others) for w in length_warnings(part, model)]
-    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others))
+    decide = (config.robust and config.start_step is None, *(config.robust for _ in others))
+    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others), decide if config.robust else ())
 
 
 def length_warnings(config: "UnlearnConfig", model: "LoadedModel") -> list[str]:

@@ -147,7 +147,32 @@ def test_cli_attack_refuses_a_bad_budget_before_loading(tmp_path):
         "error: lr: 5.0 is out of range; give a learning rate above 0 and at most 1 (default 0.03)"
 
 
-# --- robust erasure (config.adversarial) ------------------------------------------------------------
+# --- robust erasure: the window where the concept is decided (config.robust) ---------------------------
+
+def test_robust_erasure_opens_the_window_where_the_concept_is_decided(micro_demo):
+    from kscu.config import UnlearnConfig
+    from kscu.influence import decided_start
+    from kscu.progress import Cancelled
+    from kscu.trainer import unlearn
+    from kscu.validation import ConfigError
+
+    settings = dict(kind="colour", iterations=2, num_steps=10)
+    before = {k: v.clone() for k, v in micro_demo.unet.state_dict().items()}
+    start, report = decided_start(micro_demo, "red", "colour", 10)
+    preset = unlearn(micro_demo, UnlearnConfig("red", **settings)).config.start_step
+    assert start != preset, "the measured start differs from the preset's here, so the test can tell them apart"
+    robust = unlearn(micro_demo, UnlearnConfig("red", robust=True, **settings))
+    assert robust.config.robust and robust.config.start_step == start == round(report.suggested_start * 10 / report.num_steps)
+    assert unlearn(micro_demo, UnlearnConfig("red", robust=True, start_step=preset, **settings)).config.start_step == preset, \
+        "a start the user gives is kept"
+    with pytest.raises(ConfigError, match="robust"):
+        unlearn(micro_demo, UnlearnConfig("red", robust=True, method="esd", iterations=2))
+    with pytest.raises(Cancelled):
+        unlearn(micro_demo, UnlearnConfig("red", robust=True, **settings), should_stop=lambda: True)
+    assert all(torch.equal(v, before[k]) for k, v in micro_demo.unet.state_dict().items())
+
+
+# --- adversarial training (config.adversarial, experimental) --------------------------------------------
 
 def test_robust_erasure_trains_against_its_own_attacker_and_leaves_the_base_alone(micro_demo):
     from kscu.adversarial import EVERY, STEPS
@@ -170,10 +195,11 @@ def test_robust_erasure_is_a_switch_everywhere(micro_demo, tmp_path):
     from kscu.config import UnlearnConfig, from_inputs
     from kscu.validation import ConfigError, validate
 
-    with pytest.raises(ConfigError, match="adversarial training"):
-        validate(UnlearnConfig("striped", adversarial="yes"))
-    assert from_inputs({"concept": "striped", "adversarial": "true"}).adversarial is True
-    assert "--adversarial" in run_cli("unlearn", "--help").stdout and "--adversarial" in run_cli("quick-erase", "--help").stdout
+    for field, label in (("adversarial", "adversarial training"), ("robust", "robust erasure")):
+        with pytest.raises(ConfigError, match=label):
+            validate(UnlearnConfig("striped", **{field: "yes"}))
+        assert getattr(from_inputs({"concept": "striped", field: "true"}), field) is True
+        assert f"--{field}" in run_cli("unlearn", "--help").stdout and f"--{field}" in run_cli("quick-erase", "--help").stdout
 
 
 # --- on the shipped model: the attacks find what the plain prompts miss ----------------------------
@@ -188,14 +214,14 @@ prompts (measured 0 -> 0.21 on 24 images: 5 images; the bound leaves two images 
 @pytest.fixture(scope="module")
 def striped_attacks(demo_model):
     """The style preset's KSCU edit of "striped" walking one trajectory (pool=0, the paper's reuse,
-    where the attacks were measured) and its robust twin, attacked with the default budget. With the
+    where the attacks were measured) and its adversarially trained twin, attacked with the default budget. With the
     preset's pool the learned tokens gained less than EMBEDDING_GAIN_MIN on these 24 images (one run,
     2026-12-01): that edit is harder to attack, which the red-team benchmark has yet to measure."""
     from kscu.config import UnlearnConfig
     from kscu.trainer import unlearn
 
-    unets = {label: unlearn(demo_model, UnlearnConfig("striped", pool=0, adversarial=robust)).apply(demo_model)
-             for label, robust in (("KSCU", False), ("robust", True))}
+    unets = {label: unlearn(demo_model, UnlearnConfig("striped", pool=0, adversarial=adversarial)).apply(demo_model)
+             for label, adversarial in (("KSCU", False), ("adversarial", True))}
     return {attack: red_team(demo_model, unets, "striped", attack=attack) for attack in ("embedding", "soft")}
 
 
@@ -203,7 +229,7 @@ def striped_attacks(demo_model):
 def test_plain_prompts_say_erased_but_the_upper_bound_attack_gets_stripes_back(striped_attacks):
     soft = striped_attacks["soft"]
     assert soft.runs["unedited"].pre.value >= 0.9, "the unedited model draws stripes when asked"
-    for label in ("KSCU", "robust"):
+    for label in ("KSCU", "adversarial"):
         assert soft.runs[label].pre.value <= 0.1, f"the {label} edit passes the plain-prompt check"
     assert soft.runs["KSCU"].post.value >= SOFT_KSCU_MIN, "a free soft prompt brings stripes back on most images"
 

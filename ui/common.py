@@ -77,7 +77,7 @@ def check_request(config: UnlearnConfig, model: LoadedModel) -> CheckedConfig:
 
 
 def edit_choices(state: WorkbenchState) -> list[tuple[str, str]]:
-    """Every kept edit (last KSCU, last adversarial KSCU, last ESD) as (label, key), labelled with its
+    """Every kept edit (last KSCU, last robust KSCU, last ESD) as (label, key), labelled with its
     concept. All are always offered (a choice that is not there yet says so when used), so API
     clients, which see the choices the page was built with, can name any."""
     state.adopt_finished()

@@ -26,15 +26,16 @@ from kscu.runs import RECORDABLE, default_root, record_run
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
 from kscu.trainer import UnlearnResult
 
-METHOD_NAMES = {"kscu": "KSCU", "robust": "adversarial KSCU", "esd": "ESD", "imported": "imported"}
-"""The kept edits, one per key: a KSCU edit trained with config.adversarial is kept apart from the
+METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD", "imported": "imported"}
+"""The kept edits, one per key: a KSCU edit trained with config.robust (or the experimental
+config.adversarial) is kept apart from the
 plain one, so the two can be compared and attacked side by side; an edit made outside the
 workbench (kscu.importing) has its own place."""
 
 
 def edit_key(config: UnlearnConfig) -> str:
     """Which kept edit a result replaces (a key of METHOD_NAMES)."""
-    return "robust" if config.method == "kscu" and config.adversarial else config.method
+    return "robust" if config.method == "kscu" and (config.robust or config.adversarial) else config.method
 
 
 @dataclass

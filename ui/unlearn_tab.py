@@ -68,13 +68,16 @@ def start(state: WorkbenchState, names: list[str], *values) -> tuple[str, PollTi
     `values` are the fields' in the order of `names` (UnlearnConfig field names, and "previews"): the
     config is made by kscu.config.from_inputs, as the CLI's is. An emptied number field means "the
     preset's"; anything typed, 0 included, is checked as typed; the anchor and keep fields show the
-    preset's values, so emptied they mean "none"."""
+    preset's values, so emptied they mean "none". Robust ticked: the window start is measured, so the
+    slider's S is not sent."""
     model = state.require_model()
     inputs = dict(zip(names, values))
     previews = inputs.pop("previews")
     inputs["concept"] = clean_concept(inputs["concept"])
     inputs["anchor"] = inputs["anchor"] or ""
     inputs["preserve"] = inputs["preserve"] or ""
+    if inputs.get("robust"):
+        inputs["start_step"] = None
     request = from_inputs(inputs)
     checked = check_request(replace(request, kind=resolve_kind(request.concept, request.kind, model.domain)), model)
     config = checked.config
@@ -185,9 +188,9 @@ def build(state: WorkbenchState) -> dict:
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
-                robust = gr.Checkbox(False, label="Adversarial training (experimental, slower)",
-                                     info="Learned prompt tokens attack the model while it trains and are erased too (not in the paper). "
-                                          "Measured on 'striped' it made the edit easier to break, not harder: check it in the Red team.")
+                robust = gr.Checkbox(False, label="Robust window (KSCU, about half a minute more)",
+                                     info="Measure where the concept is decided and start the window there instead of at S "
+                                          "(not in the paper): harder to break with learned prompt tokens (check it in the Red team).")
                 num_steps = gr.Slider(10, 100, value=initial.num_steps, step=1, label="Denoising steps (K)", info="Schedule the key steps refer to.")
                 with gr.Row():
                     start_step = gr.Slider(0, initial.num_steps - 1, value=initial.start_step, step=1, label="Window start S", info="KSCU trains steps S..end-1.")
@@ -214,7 +217,7 @@ def build(state: WorkbenchState) -> dict:
         trigger(partial(preset_fields, state), [concept, kind, method, num_steps], preset_outputs, api_visibility="private")
     settings = {"concept": concept, "kind": kind, "method": method, "iterations": iterations, "lr": lr, "params": params,
                 "anchor": anchor, "preserve": keep, "seed": seed, "num_steps": num_steps, "start_step": start_step, "end_step": end_step,
-                "previews": previews, "adversarial": robust, "trajectories": trajectories, "pool": pool, "also": also,
+                "previews": previews, "robust": robust, "trajectories": trajectories, "pool": pool, "also": also,
                 "schedule": schedule}
     run.click(friendly(partial(start, state, list(settings))), list(settings.values()), [progress, timer], api_name="start_unlearning", show_progress="hidden")
     stop.click(friendly(partial(cancel_job, state, PURPOSE)), None, progress, api_name="cancel_unlearning", concurrency_limit=None, show_progress="hidden")
