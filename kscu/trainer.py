@@ -34,8 +34,8 @@ from kscu.adversarial import Adversary
 from kscu.concepts import augment_prompt
 from kscu.config import UnlearnConfig
 from kscu.divergence import DivergenceGuard
-from kscu.influence import decided_start
 from kscu.domain import ConceptPair
+from kscu.influence import decided_start
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
 from kscu.progress import Cancelled

@@ -28,9 +28,8 @@ from kscu.trainer import UnlearnResult
 
 METHOD_NAMES = {"kscu": "KSCU", "robust": "robust KSCU", "esd": "ESD", "imported": "imported"}
 """The kept edits, one per key: a KSCU edit trained with config.robust (or the experimental
-config.adversarial) is kept apart from the
-plain one, so the two can be compared and attacked side by side; an edit made outside the
-workbench (kscu.importing) has its own place."""
+config.adversarial) is kept apart from the plain one, so the two can be compared and attacked side
+by side; an edit made outside the workbench (kscu.importing) has its own place."""
 
 
 def edit_key(config: UnlearnConfig) -> str:
