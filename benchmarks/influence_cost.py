@@ -13,13 +13,15 @@ Writes influence_cost.json (timings, the suggestion and the measured curves) and
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
 
 from _common import BenchParser, Timer, format_table, kind_of, load_demo, save_figure, write_results
 from kscu.influence import MEASURES, analyze, switch_grid
-
-PARTS = (*MEASURES, "neighbours")
 from kscu.plots import influence_figure
 from kscu.progress import Update
+
+PARTS = (*MEASURES, "neighbours")
+"""What the UNet images are split by: the two measures, and the neighbours' curves."""
 
 
 class UnetImages:
@@ -33,8 +35,8 @@ class UnetImages:
         self.total += inputs[0].shape[0]
 
     def progress(self, update: Update) -> None:
-        measure = next((m for m in ("gap", "neighbour") if update.message.startswith(m)), "causal")
-        measure = "neighbours" if measure == "neighbour" else measure
+        message = update.message
+        measure = "gap" if message.startswith("gap") else "neighbours" if message.startswith("neighbour") else "causal"
         self.by_measure[measure] += self.total - self.seen
         self.seen = self.total
 
@@ -87,7 +89,7 @@ def main() -> None:
         args, "influence_cost",
         {"model": model.source, "model_hash": model.model_hash,
          "rows": rows, "runs": runs, **suggestion, "rule": report.rule, "notes": report.notes,
-         "lead": None if report.lead is None else report.lead.__dict__,
+         "lead": None if report.lead is None else asdict(report.lead),
          "curves": [curve.to_dict() for curve in report.curves]},
         {"seconds": {r["measure"]: r["seconds"] for r in rows}, **suggestion},
     )

@@ -54,8 +54,7 @@ def ablate(model, concept: str, args) -> dict:
     kind = kind_of(concept)
     preset = UnlearnConfig(concept, kind, iterations=args.iterations, num_steps=args.num_steps).resolve(model.domain)
     report = analyze(model, concept, kind, num_steps=args.influence_steps, seeds=args.influence_seeds, causal_seeds=args.causal_seeds)
-    limit = int(0.9 * args.num_steps - 1e-9)  # the key-step table keeps S < 0.9 K
-    suggested = min(round(report.suggested_start * args.num_steps / report.num_steps), limit)
+    suggested = report.start_on(args.num_steps)
     base = score(model, model.unet, concept, args.n_erase, args.n_retain, args.eval_steps)
     rows = []
     for name, (begin, end) in windows(preset.start_step, suggested, args.num_steps).items():

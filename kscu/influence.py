@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from kscu.domain import ConceptPair, Detector
-from kscu.keysteps import scale_start
+from kscu.keysteps import scale_start, start_limit
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler, encode_prompts
 from kscu.progress import Cancelled, ProgressFn, Step
@@ -133,6 +133,11 @@ class InfluenceReport:
     def curve(self, measure: str) -> InfluenceCurve | None:
         return next((c for c in self.curves if c.measure == measure), None)
 
+    def start_on(self, num_steps: int) -> int:
+        """The suggested S moved to a schedule of num_steps (a training schedule is often finer
+        than the analysed one), kept below the Key Step Table's limit there."""
+        return min(round(self.suggested_start * num_steps / self.num_steps), start_limit(num_steps))
+
     def to_dict(self) -> dict:
         return asdict(self)  # recurses into the curves
 
@@ -232,7 +237,7 @@ def suggest_start(
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold} must lie strictly between 0 and 1")
     by_measure = {c.measure: c for c in curves}
-    limit = int(0.9 * num_steps - 1e-9)
+    limit = start_limit(num_steps)
     crossing, rule = None, ""
     until = by_measure.get("causal_until")
     if until is not None:
@@ -290,8 +295,7 @@ def decided_start(model: LoadedModel, concept: str, kind: str, num_steps: int,
     images, the window from where stripes are half decided ([14, 50)) on at most 8, keeping as much.
     """
     report = analyze(model, concept, kind, neighbours=(), should_stop=should_stop)
-    start = min(round(report.suggested_start * num_steps / report.num_steps), int(0.9 * num_steps - 1e-9))
-    return start, report
+    return report.start_on(num_steps), report
 
 
 def _embed(model: LoadedModel, pairs: list[ConceptPair], count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -459,13 +463,11 @@ def _branching_scores(model, sampler: Sampler, before: torch.Tensor, after: torc
     return scores
 
 
-def _curve(concept: str, measure: str, grid: list[int], timesteps: list[int], scores: dict[int, np.ndarray]) -> InfluenceCurve:
+def _curve(concept: str, measure: str, sampler: Sampler, grid: list[int], scores: dict[int, np.ndarray]) -> InfluenceCurve:
+    """A causal curve from per-seed scores at every switch point; the timestep of k = K is 0 (the clean image)."""
     values = np.stack([scores[k] for k in grid])  # (grid, seeds)
+    timesteps = [int(sampler.timesteps[k]) if k < sampler.num_steps else 0 for k in grid]
     return InfluenceCurve(concept, measure, list(grid), timesteps, values.mean(1).tolist(), values.std(1).tolist(), samples=values.tolist())
-
-
-def _timesteps(sampler: Sampler, grid: list[int]) -> list[int]:
-    return [int(sampler.timesteps[k]) if k < sampler.num_steps else 0 for k in grid]
 
 
 def _causal_curves(model, sampler: Sampler, concept: str, pairs, seeds: list[int], grid: list[int], detector: Detector, advance) -> list[InfluenceCurve]:
@@ -479,7 +481,7 @@ def _causal_curves(model, sampler: Sampler, concept: str, pairs, seeds: list[int
         for measure, before, after in (("causal_from", a, c), ("causal_until", c, a))
     }
     scores["causal_from"][0], scores["causal_until"][0] = scores["causal_until"][K], scores["causal_from"][K]
-    return [_curve(concept, measure, grid, _timesteps(sampler, grid), scores[measure]) for measure in ("causal_from", "causal_until")]
+    return [_curve(concept, measure, sampler, grid, scores[measure]) for measure in ("causal_from", "causal_until")]
 
 
 def _neighbour_curve(model, sampler: Sampler, neighbour: str, pairs, seeds: list[int], grid: list[int], detector: Detector, advance) -> InfluenceCurve:
@@ -487,4 +489,4 @@ def _neighbour_curve(model, sampler: Sampler, neighbour: str, pairs, seeds: list
     like the concept's: where along the schedule the neighbour is decided."""
     c, a = _embed(model, pairs, len(seeds))
     scores = _branching_scores(model, sampler, c, a, seeds, grid, detector, f"neighbour {neighbour}", advance, skip_start=False)
-    return _curve(neighbour, NEIGHBOUR_MEASURE, grid, _timesteps(sampler, grid), scores)
+    return _curve(neighbour, NEIGHBOUR_MEASURE, sampler, grid, scores)

@@ -13,13 +13,18 @@ PASSES_PER_SHIFT = 8
 """After this many full passes over the window, its start moves one step later."""
 
 
+def start_limit(num_steps: int) -> int:
+    """The largest window start the Key Step Table allows on K = num_steps steps: S < 0.9 K."""
+    return int(0.9 * num_steps - 1e-9)
+
+
 def key_step_table(iterations: int, start: int, num_steps: int = 50, end: int | None = None) -> list[int]:
     """KSCU's table: windows [S..end-1] in order; S += 1 after every 8 passes; S stays < 0.9 K.
 
     `end` defaults to K (the paper's late window); a smaller end gives the early-window ablation.
     """
     end = num_steps if end is None else end
-    limit = min(int(0.9 * num_steps - 1e-9), end - 1)  # S stays strictly below 0.9 K and below end
+    limit = min(start_limit(num_steps), end - 1)  # S stays strictly below 0.9 K and below end
     if not 0 < end <= num_steps:
         raise ValueError(f"end step {end} must lie in 1..{num_steps}")
     if not 0 <= start <= limit:

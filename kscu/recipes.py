@@ -96,9 +96,10 @@ def quick_erase(
     apply: Callable[[UnlearnResult], object] | None = None,
 ) -> QuickErase:
     """Erase `concept` (and the concepts in `also`, in one job ordered by `schedule`) with KSCU and
-    each kind's preset (kind None: the domain's guess; robust: each window opens where its concept is decided,
-    UnlearnConfig.robust; adversarial: the experimental adversarial training of kscu.adversarial), then show and, for every concept the model has a judge for, measure the
-    result, each concept's test prompts naming none of the others (kscu.evaluation.evaluate_each).
+    each kind's preset (kind None: the domain's guess; robust: each window opens where its concept is
+    decided, UnlearnConfig.robust; adversarial: the experimental adversarial training of kscu.adversarial),
+    then show and, for every concept the model has a judge for, measure the result, each concept's test
+    prompts naming none of the others (kscu.evaluation.evaluate_each).
 
     The unedited side runs in a second thread during training: with torch on one thread per
     worker (kscu.jobs), the two use both cores of a 2-core machine. apply: how to get the edited

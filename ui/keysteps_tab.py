@@ -6,7 +6,7 @@ from functools import partial
 
 import gradio as gr
 
-from kscu.keysteps import key_step_table, scale_start, table_summary
+from kscu.keysteps import key_step_table, scale_start, start_limit, table_summary
 from kscu.plots import influence_figure
 from ui.common import domain_of, friendly, kinds_for
 from ui.state import WorkbenchState
@@ -15,11 +15,6 @@ DEFAULT_KIND = "style"
 """The preset shown first (every domain has one; the first kind otherwise)."""
 SHOWN_ENTRIES = 60
 """Table entries listed in the summary (the rest repeat the same pattern)."""
-
-
-def start_limit(num_steps: int) -> int:
-    """The largest allowed start: S stays strictly below 0.9 K (as the Key Step Table requires)."""
-    return int(0.9 * num_steps - 1e-9)
 
 
 def preset_window(state: WorkbenchState, kind: str, num_steps: float) -> tuple:
@@ -34,8 +29,7 @@ def suggested_start(state: WorkbenchState, num_steps: float) -> int:
     """S suggested by the last analysis (its first concept), moved to this schedule."""
     if not state.reports:
         raise ValueError("No analysis yet: run the Analyze tab first, or use the preset.")
-    report = state.reports[0]
-    return min(round(report.suggested_start * int(num_steps) / report.num_steps), start_limit(int(num_steps)))
+    return state.reports[0].start_on(int(num_steps))
 
 
 def show(state: WorkbenchState, kind: str, num_steps: float, start: float, end: float, iterations: float) -> tuple:
