@@ -370,9 +370,12 @@ def cmd_unlearn(args) -> int:
             bar.update(1)
             bar.set_postfix(step=p.step_index, loss=f"{p.loss:.4g}")
 
+        def analysing(update) -> None:
+            bar.set_postfix_str(update.message)
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConfigWarning)  # printed above
-            result = unlearn(model, checked, on_progress=progress)
+            result = unlearn(model, checked, on_progress=progress, on_analysis=analysing)
     saved = save_edit_or_keep(result, args.out, overwrite=args.force)
     sanity = result.sanity
     payload = {"edit": str(saved.path), "saved_where_asked": saved.failure is None, "config": result.config.to_dict(),
@@ -381,7 +384,7 @@ def cmd_unlearn(args) -> int:
                "warnings": result.warnings, "sanity": sanity.to_dict() if sanity is not None else None}
     done = "erased" if sanity is None or sanity.passed else "trained (but see the sanity check)"
     windows = "; ".join(f"{part.concept}: {part.iterations} iterations, steps {part.start_step}..{part.end_step - 1} of {part.num_steps}"
-                        for part in checked.parts)
+                        for part in result.configs)  # a robust run's windows are measured during unlearn
     order = f", {resolved.schedule.replace('_', ' ')}" if resolved.also else ""
     lines = [f"{done} {names} with {resolved.method} in {result.seconds:.1f}s ({windows}{order}); edit saved to {saved.path}"]
     if sanity is not None:

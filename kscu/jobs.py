@@ -316,7 +316,7 @@ def start_unlearning(
                 with torch.no_grad(), model.autocast():  # the tuned copy is float32, as in the trainer
                     job.set_preview(sampler.generate(p.unet, prompts, seeds), p.iteration)
 
-        return unlearn(model, checked, on_progress, should_stop=lambda: job.cancel_requested)
+        return unlearn(model, checked, on_progress, should_stop=lambda: job.cancel_requested, on_analysis=job.report)
 
     names = ", ".join(repr(part.concept) for part in checked.parts)
     iterations = sum(part.iterations for part in checked.parts)

@@ -9,7 +9,7 @@ checks that need no model (ranges and types) run in `validate`; those that need 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,10 @@ class CheckedConfig:
     decide_start: tuple[bool, ...] = ()
     """Per part (config.robust): the trainer measures where the concept is decided and opens the
     window there, replacing the preset's start (never a start_step the request gave)."""
+    keep_passes: bool = False
+    """config.robust with the preset's iterations (left out, or the same number: the UI's field shows
+    the preset's): a measured window keeps the preset's passes over it (its iterations scale with the
+    window's width), so a wider window is not trained more thinly."""
 
     @property
     def parts(self) -> tuple["UnlearnConfig", ...]:
@@ -189,7 +193,8 @@ def check_config(config: "UnlearnConfig", model: "LoadedModel") -> CheckedConfig
     first, *others = config.parts(model.domain)
     warnings = [w for part in (first, *others) for w in length_warnings(part, model)]
     decide = (config.robust and config.start_step is None, *(config.robust for _ in others))
-    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others), decide if config.robust else ())
+    keep_passes = config.robust and config.iterations in (None, replace(config, iterations=None).resolve(model.domain).iterations)
+    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others), decide if config.robust else (), keep_passes)
 
 
 def length_warnings(config: "UnlearnConfig", model: "LoadedModel") -> list[str]:

@@ -153,16 +153,30 @@ def test_robust_erasure_opens_the_window_where_the_concept_is_decided(micro_demo
     from kscu.config import UnlearnConfig
     from kscu.influence import decided_start
     from kscu.progress import Cancelled
-    from kscu.trainer import unlearn
-    from kscu.validation import ConfigError
+    from kscu.trainer import open_where_decided, unlearn
+    from kscu.validation import ConfigError, check_config
 
     settings = dict(kind="colour", iterations=2, num_steps=10)
     before = {k: v.clone() for k, v in micro_demo.unet.state_dict().items()}
     start, report = decided_start(micro_demo, "red", "colour", 10)
     preset = unlearn(micro_demo, UnlearnConfig("red", **settings)).config.start_step
     assert start != preset, "the measured start differs from the preset's here, so the test can tell them apart"
-    robust = unlearn(micro_demo, UnlearnConfig("red", robust=True, **settings))
+    heard = []
+    robust = unlearn(micro_demo, UnlearnConfig("red", robust=True, **settings),
+                     on_progress=lambda p: heard.append(("iteration", p.fraction)),
+                     on_analysis=lambda u: heard.append((u.message, u.fraction)))
     assert robust.config.robust and robust.config.start_step == start == round(report.suggested_start * 10 / report.num_steps)
+    analysis = [fraction for message, fraction in heard if message.startswith("Measuring where 'red' is decided")]
+    assert analysis and analysis[-1] == 1.0 and analysis == sorted(analysis), "the analysis is reported, from 0 to 1"
+    assert heard.index(("iteration", 0.5)) > max(i for i, (m, _) in enumerate(heard) if m != "iteration"), "then the iterations"
+    assert len(robust.losses) == 2, "iterations the user gives are kept"
+    checked = check_config(UnlearnConfig("red", robust=True, kind="colour", num_steps=10), micro_demo)
+    opened, planned = open_where_decided(micro_demo, checked).config, checked.config
+    assert checked.keep_passes and opened.start_step == start
+    assert opened.iterations == round(planned.iterations * (planned.end_step - start) / (planned.end_step - planned.start_step)) \
+        != planned.iterations, "the preset's iterations keep the preset's passes over the measured window"
+    assert check_config(UnlearnConfig("red", robust=True, kind="colour", num_steps=10, iterations=planned.iterations),
+                        micro_demo).keep_passes, "the preset's number typed (the UI's field shows it) counts as the preset's"
     assert unlearn(micro_demo, UnlearnConfig("red", robust=True, start_step=preset, **settings)).config.start_step == preset, \
         "a start the user gives is kept"
     with pytest.raises(ConfigError, match="robust"):

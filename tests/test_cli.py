@@ -24,6 +24,12 @@ def test_unlearn_evaluate_generate_export_on_a_micro_model(micro_demo_dir, tmp_p
     assert summary["config"]["preserve"] == ["dotted", "checkered"]
     assert json.loads((out / "run.json").read_text())["config"]["preserve"] == ["dotted", "checkered"]
 
+    robust = run_cli("unlearn", "--model", model, "--concept", "red", "--kind", "colour", "--iterations", "2", "--num-steps", "10",
+                     "--robust", "--out", str(tmp_path / "robust"))
+    assert robust.returncode == 0, robust.stderr
+    start = json.loads((tmp_path / "robust" / "run.json").read_text())["config"]["start_step"]
+    assert f"steps {start}..9 of 10" in robust.stdout and start != 5, "the window printed is the measured one, not the preset's"
+
     evaluated = run_cli("evaluate", "--model", model, "--edit", str(out), "--n-erase", "4", "--n-retain", "8",
                         "--steps", "3", "--json")
     assert evaluated.returncode == 0, evaluated.stderr

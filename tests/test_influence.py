@@ -98,6 +98,23 @@ def test_the_causal_measure_samples_each_run_once(micro_demo):
     assert report.curve("causal_from").value[0] == report.curve("causal_until").value[-1]
 
 
+def test_the_until_curve_alone_gives_its_values_and_start_for_less_work(micro_demo):
+    """until_only (the robust trainer's analysis): the "from" curve is left out, the "until" curve and
+    S are the full analysis' (its k = 0 end sampled by itself: 5 + 5 + 3 sampler steps, not 2 x 8)."""
+    calls = []
+    handle = micro_demo.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        full = analyze(micro_demo, "striped", kind="style", neighbours=(), **SMALL)
+        both = len(calls)
+        lean = analyze(micro_demo, "striped", kind="style", neighbours=(), until_only=True, **SMALL)
+    finally:
+        handle.remove()
+    assert [c.measure for c in lean.curves] == ["gap", "causal_until"]
+    assert lean.curve("causal_until").samples == full.curve("causal_until").samples
+    assert lean.suggested_start == full.suggested_start and lean.rule == full.rule
+    assert both == 2 * 5 + 2 * (5 + 3) and len(calls) - both == 2 * 5 + (5 + 5 + 3)
+
+
 def test_sd1_without_detector_measures_gap_only_and_says_why(sd1_like):
     report = analyze(sd1_like, "Van Gogh style", kind="style", num_steps=5, seeds=2)
     assert [c.measure for c in report.curves] == ["gap"]
