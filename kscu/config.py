@@ -85,8 +85,9 @@ class UnlearnConfig:
                                  "images, against 0-29 without it): check an edit in the Red team before trusting it", False)
     robust: bool = _setting("KSCU: open each concept's key-step window where the concept is decided (the step by which half "
                             "of it is, on its causal influence curve: kscu.influence) instead of at the preset's start, unless "
-                            "start_step is given. Measured on 'striped' (seeds 0-2): learned tokens brought it back on 2-8 in 100 "
-                            "images against 0-29 with the preset's window; the analysis adds about half a minute on the demo model",
+                            "start_step is given; with the preset's iterations, as many as keep its passes over the wider window. "
+                            "Measured on 'striped' (seeds 0-2): learned tokens brought it back on 8 in 100 images against 0-29 with "
+                            "the preset's window, rephrasings on 0-2; the analysis and the extra passes take about twice the time",
                             False)
     also: tuple[str, ...] = _setting("further concepts erased in the same job, comma list (e.g. red): each gets its own kind's "
                                      "preset (window, lr, anchor, kept concepts, ...); those settings given here are the first "

@@ -320,4 +320,5 @@ def start_unlearning(
 
     names = ", ".join(repr(part.concept) for part in checked.parts)
     iterations = sum(part.iterations for part in checked.parts)
-    return runner.submit(f"unlearn {names} ({cfg.method}, {iterations} iterations)", wrap(work) if wrap else work)
+    how = "kscu, robust window" if any(checked.decide_start) else f"{cfg.method}, {iterations} iterations"  # robust: counted after the analysis
+    return runner.submit(f"unlearn {names} ({how})", wrap(work) if wrap else work)

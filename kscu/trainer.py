@@ -298,7 +298,7 @@ def _opened(part: UnlearnConfig, start: int, keep_passes: bool) -> UnlearnConfig
     """`part` with its window opened at `start`; keep_passes: its iterations scaled with the window's
     width. Why: the key-step table walks the window in passes, and the same iterations over a wider
     window train each step less (the style preset's 200 over [14, 50) of 50 left stripes on 3 in 48
-    rephrased prompts on one seed of three; 277, its 7.7 passes, on 0-1)."""
+    rephrased prompts on one seed of three; 277, its 7.7 passes, on 0 or 1 of 48 per seed)."""
     iterations = round(part.iterations * (part.end_step - start) / (part.end_step - part.start_step)) if keep_passes else part.iterations
     return replace(part, start_step=start, iterations=iterations)
 

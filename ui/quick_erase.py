@@ -119,9 +119,9 @@ def build(state: WorkbenchState) -> dict:
         with gr.Column(scale=1, min_width=160):
             erase_button = gr.Button("Erase", variant="primary", size="lg")
             cancel_button = gr.Button("Cancel", variant="stop", size="sm")
-    robust = gr.Checkbox(False, label="Robust (about half a minute more)",
+    robust = gr.Checkbox(False, label="Robust (about twice the time)",
                          info="Train from the step where the concept is decided, measured first, not from the preset's: on 'striped' "
-                              "learned prompt tokens then brought it back on 2-8 % of images instead of up to 29 %.")
+                              "learned prompt tokens then brought it back on 8 % of images instead of up to 29 %.")
     progress = gr.HTML(progress_html(None, idle="Choose a concept and press Erase."), label="Progress", elem_id="quick-progress")
     with gr.Row():
         with gr.Column():

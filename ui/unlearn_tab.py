@@ -188,9 +188,10 @@ def build(state: WorkbenchState) -> dict:
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", info="Same seed and settings, same edit.")
                     previews = gr.Slider(1, 20, value=5, step=1, label="Previews", info="How many times to draw preview images during training.")
-                robust = gr.Checkbox(False, label="Robust window (KSCU, about half a minute more)",
+                robust = gr.Checkbox(False, label="Robust window (KSCU, about twice the time)",
                                      info="Measure where the concept is decided and start the window there instead of at S "
-                                          "(not in the paper): harder to break with learned prompt tokens (check it in the Red team).")
+                                          "(not in the paper; the preset's iterations grow with the wider window): harder to break "
+                                          "with learned prompt tokens (check it in the Red team).")
                 num_steps = gr.Slider(10, 100, value=initial.num_steps, step=1, label="Denoising steps (K)", info="Schedule the key steps refer to.")
                 with gr.Row():
                     start_step = gr.Slider(0, initial.num_steps - 1, value=initial.start_step, step=1, label="Window start S", info="KSCU trains steps S..end-1.")
