@@ -281,16 +281,16 @@ def open_where_decided(model: LoadedModel, checked: CheckedConfig, should_stop: 
     preset's passes over the new window; the others stay as they are. on_progress hears the analyses
     (one share of [0, 1] per concept measured). Raises AnalysisCancelled (a Cancelled) when
     should_stop() turns true during the analysis; nothing was changed then."""
-    measured = [part for part, decide in zip(checked.parts, checked.decide_start) if decide]
-    if not measured:
+    flagged = [n for n, decide in enumerate(checked.decide_start) if decide]
+    if not flagged:
         return checked
-    starts = {}
-    for n, part in enumerate(measured):
-        report = None if on_progress is None else phase(on_progress, n / len(measured), (n + 1) / len(measured),
+    parts = list(checked.parts)
+    for done, n in enumerate(flagged):
+        part = parts[n]
+        report = None if on_progress is None else phase(on_progress, done / len(flagged), (done + 1) / len(flagged),
                                                         f"Measuring where {part.concept!r} is decided")
-        starts[part.concept] = decided_start(model, part.concept, part.kind, part.num_steps, should_stop, report)[0]
-    parts = [_opened(part, starts[part.concept], checked.keep_passes) if decide else part
-             for part, decide in zip(checked.parts, checked.decide_start)]
+        start = decided_start(model, part.concept, part.kind, part.num_steps, should_stop, report)[0]
+        parts[n] = _opened(part, start, checked.keep_passes)
     return replace(checked, config=parts[0], others=tuple(parts[1:]), decide_start=(), keep_passes=False)
 
 

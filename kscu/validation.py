@@ -192,9 +192,9 @@ def check_config(config: "UnlearnConfig", model: "LoadedModel") -> CheckedConfig
     texts against the tokenizer's length. The one entry point every caller uses before training."""
     first, *others = config.parts(model.domain)
     warnings = [w for part in (first, *others) for w in length_warnings(part, model)]
-    decide = (config.robust and config.start_step is None, *(config.robust for _ in others))
+    decide = (config.start_step is None, *(True for _ in others)) if config.robust else ()
     keep_passes = config.robust and config.iterations in (None, replace(config, iterations=None).resolve(model.domain).iterations)
-    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others), decide if config.robust else (), keep_passes)
+    return CheckedConfig(first, tuple(dict.fromkeys(warnings)), tuple(others), decide, keep_passes)
 
 
 def length_warnings(config: "UnlearnConfig", model: "LoadedModel") -> list[str]:
