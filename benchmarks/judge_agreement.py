@@ -9,7 +9,7 @@ world's exact classifier. The rows are UA / IRA / each CRA per judge and their d
 
 Run:   python benchmarks/judge_agreement.py
 Smoke: python benchmarks/judge_agreement.py --smoke --model <micro demo folder> --judge <micro CLIP folder>
-Runtime on the 2-core CPU with the defaults: about 12 min (3 concepts).
+Runtime on the 2-core CPU with the defaults: about 7 min (3 concepts, 2026-12-08).
 Writes judge_agreement.json and judge_agreement.png under benchmarks/results/.
 """
 from __future__ import annotations

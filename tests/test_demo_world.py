@@ -127,3 +127,27 @@ def test_judge_training_can_start_from_a_saved_judge(micro_clip_dir, tmp_path):
     assert f"started from the weights of {micro_clip_dir}" in (tmp_path / "w1" / "train.log").read_text()
     after = load_file(str(tmp_path / "moved" / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_judge_resampled_to_finer_patches_reads_an_image_as_the_coarse_one_reads_it_enlarged(micro_clip_dir):
+    """finer_patches: the 4-px judge on an image is the 8-px judge on that image upsampled twice
+    (nearest, positions resized as transformers resizes them), so a finer run starts where the coarse
+    one stands; a patch size that does not divide the old one is refused."""
+    from transformers import CLIPModel
+
+    from kscu.demo.train_judge import clip_config, finer_patches, JudgeTrainConfig
+
+    coarse = CLIPModel.from_pretrained(str(micro_clip_dir), dtype=torch.float32).eval()
+    assert coarse.config.vision_config.patch_size == 8
+    fine = CLIPModel(clip_config(dataclasses.replace(JudgeTrainConfig.micro(), patch_size=4))).eval()
+    fine.load_state_dict(finer_patches(coarse.state_dict(), 8, 4))
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        enlarged = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
+        want = coarse.get_image_features(pixel_values=enlarged, interpolate_pos_encoding=True).pooler_output
+        got = fine.get_image_features(pixel_values=images).pooler_output
+        unchanged = coarse.get_image_features(pixel_values=images).pooler_output
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    assert not torch.allclose(got, unchanged, atol=1e-2), "the finer judge must see more than the coarse one on the same image"
+    with pytest.raises(ValueError, match="the new size must divide the old"):
+        finer_patches(coarse.state_dict(), 8, 3)

@@ -256,24 +256,20 @@ def generic_shipped():
 @pytest.mark.slow
 def test_shipped_clip_judge_agrees_with_the_exact_classifier(demo_model, generic_shipped):
     """UA / IRA / CRA read by the zero-shot CLIP and by the exact classifier on the same images,
-    before and after the striped, star and red preset edits (benchmarks/judge_agreement.py's sets).
-    The goal is 5 points; measured with the presets as they are, 23 of 24 rows are within 5 points
-    and one is not: star's UA before the edit (CLIP 0.08, exact 0.01: clear stars on dark or light
-    backgrounds read as squares, the same with every label template tried). So that row's bound is
-    10 points and every other row is held to 5."""
+    before and after the striped, star and red preset edits (benchmarks/judge_agreement.py's sets):
+    every figure within 5 points. (The judge at 8-px patches read 8 of the unedited model's 100
+    stars as squares against the exact judge's 1; at 4-px patches it agrees.)"""
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from judge_agreement import agreement
 
-    known = {("star", "before", "UA")}
     for concept in ("striped", "star", "red"):
         result = unlearn(demo_model, UnlearnConfig(concept))
         pairs = agreement(generic_shipped, demo_model.domain.judge, result.apply(generic_shipped), concept, result.config.kind, 100, 120)
         for side, metrics in pairs.items():
             for name, (clip, exact) in metrics.items():
-                bound = 0.10 if (concept, side, name) in known else 0.05
-                assert abs(clip - exact) <= bound, f"{concept} {side} {name}: CLIP {clip:.3f}, exact {exact:.3f}"
+                assert abs(clip - exact) <= 0.05, f"{concept} {side} {name}: CLIP {clip:.3f}, exact {exact:.3f}"
         assert pairs["after"]["UA"][1] >= pairs["before"]["UA"][1] + 0.5, f"{concept}: the edit erases, as the exact judge sees it"
 
 

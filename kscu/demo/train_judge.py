@@ -6,7 +6,9 @@ Run: python -m kscu.demo.train_judge --work work/shape-clip --out assets/shape-c
 (resumes from the last checkpoint in --work; about an hour on 2 CPU cores, a quarter of it decoding the renders). `--micro` runs a
 seconds-long version (tests). `--init FOLDER` starts from a saved judge's weights with a fresh
 learning-rate schedule (a continuation that resumes a finished run's checkpoint trains only at the
-tail of its cosine, where a few thousand steps barely move the weights).
+tail of its cosine, where a few thousand steps barely move the weights); with `--patch-size 4` it
+resamples an 8-pixel-patch judge to 4-pixel patches first (how the shipped judge was made: its
+kscu_judge.json `history`).
 
 Captions name a random subset of a scene's four attributes (often just one, so that a bare label
 such as "striped" is a caption the text tower knows), in the demo prompt templates or alone, with an
@@ -55,6 +57,9 @@ class JudgeTrainConfig:
     text_width: int = 64
     vision_width: int = 128
     vision_layers: int = 4
+    patch_size: int = 8
+    """Pixels per side of a vision token (64x64 images: 8 gives 64 tokens, 4 gives 256 and about 8x the
+    training time per step). A judge given with `init` at coarser patches is resampled to these."""
     checkpoint_every: int = 250
     vae_from: str = str(Path(__file__).resolve().parents[2] / "assets" / "demo-model")
     """The demo model whose VAE decodes the training renders ("" = clean renders only)."""
@@ -74,9 +79,30 @@ class JudgeTrainConfig:
 def clip_config(cfg: JudgeTrainConfig) -> CLIPConfig:
     text = dict(vocab_size=49408, hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width, num_hidden_layers=2,
                 num_attention_heads=4, max_position_embeddings=32, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    vision = dict(image_size=64, patch_size=8, hidden_size=cfg.vision_width, intermediate_size=4 * cfg.vision_width,
+    vision = dict(image_size=64, patch_size=cfg.patch_size, hidden_size=cfg.vision_width, intermediate_size=4 * cfg.vision_width,
                   num_hidden_layers=cfg.vision_layers, num_attention_heads=4)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def finer_patches(state: dict[str, torch.Tensor], old: int, new: int) -> dict[str, torch.Tensor]:
+    """A CLIP state dict at `old`-pixel patches, rewritten for `new`-pixel patches of the same images
+    (old a multiple of new): the network it gives reads an image as the old one reads that image
+    upsampled old/new times (nearest), so a finer judge starts where the coarse one stands. The
+    patch kernel's blocks are summed (each new pixel stood for a block of upsampled ones) and the
+    position embeddings' grid is resized bicubically (the class token's is kept)."""
+    if old == new:
+        return state
+    if old % new:
+        raise ValueError(f"a judge at {old}-pixel patches cannot start one at {new}-pixel patches: the new size must divide the old")
+    factor, out = old // new, dict(state)
+    kernel = state["vision_model.embeddings.patch_embedding.weight"]  # (width, 3, old, old)
+    out["vision_model.embeddings.patch_embedding.weight"] = kernel.unflatten(2, (new, factor)).unflatten(4, (new, factor)).sum((3, 5))
+    positions = state["vision_model.embeddings.position_embedding.weight"]  # (1 + grid^2, width)
+    grid = int(round((len(positions) - 1) ** 0.5))
+    cells = positions[1:].t().reshape(1, -1, grid, grid)
+    cells = F.interpolate(cells, scale_factor=factor, mode="bicubic", align_corners=False)
+    out["vision_model.embeddings.position_embedding.weight"] = torch.cat([positions[:1], cells.flatten(2)[0].t()])
+    return out
 
 
 def caption(scene: Scene, rng: random.Random, shape_focus: float = 0.0) -> tuple[str, frozenset[str]]:
@@ -168,8 +194,9 @@ def train(work: Path, out: Path, cfg: JudgeTrainConfig) -> dict[str, dict[str, f
     step = 0
     checkpoint = work / "checkpoint.safetensors"
     if cfg.init and not checkpoint.exists():
-        model.load_state_dict(CLIPModel.from_pretrained(cfg.init, dtype=torch.float32).state_dict())
-        say(f"started from the weights of {cfg.init}")
+        start = CLIPModel.from_pretrained(cfg.init, dtype=torch.float32)
+        model.load_state_dict(finer_patches(start.state_dict(), start.config.vision_config.patch_size, cfg.patch_size))
+        say(f"started from the weights of {cfg.init} (patches {start.config.vision_config.patch_size} -> {cfg.patch_size} px)")
     if checkpoint.exists():
         state = load_file(str(checkpoint))
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -259,6 +286,8 @@ def main() -> None:
     parser.add_argument("--shape-focus", type=float, default=None, help="share of captions that name the shape (default 0)")
     parser.add_argument("--init", type=Path, default=None, help="start from this saved judge folder's weights (fresh schedule)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--patch-size", type=int, choices=(4, 8), default=None,
+                        help="pixels per vision token (default: the --init judge's, else 8)")
     args = parser.parse_args()
     cfg = JudgeTrainConfig.micro() if args.micro else JudgeTrainConfig()
     if args.steps:
@@ -271,6 +300,13 @@ def main() -> None:
         cfg.init = str(args.init)
     if args.lr is not None:
         cfg.lr = args.lr
+    if args.patch_size is not None:
+        cfg.patch_size = args.patch_size
+    if args.init is not None:
+        coarse = json.loads((args.init / "config.json").read_text())["vision_config"]["patch_size"]
+        cfg.patch_size = cfg.patch_size if args.patch_size is not None else coarse
+        if coarse % cfg.patch_size:
+            parser.error(f"--patch-size {cfg.patch_size}: the --init judge has {coarse}-pixel patches; give a size that divides it")
     train(args.work, args.out, cfg)
 
 
