@@ -370,12 +370,12 @@ def cmd_unlearn(args) -> int:
             bar.update(1)
             bar.set_postfix(step=p.step_index, loss=f"{p.loss:.4g}")
 
-        def analysing(update) -> None:
-            bar.set_postfix_str(update.message)
+        def preparing(update) -> None:
+            bar.set_postfix_str(f"{update.message} {update.fraction:.0%}")
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConfigWarning)  # printed above
-            result = unlearn(model, checked, on_progress=progress, on_analysis=analysing)
+            result = unlearn(model, checked, on_progress=progress, on_setup=preparing)
     saved = save_edit_or_keep(result, args.out, overwrite=args.force)
     sanity = result.sanity
     payload = {"edit": str(saved.path), "saved_where_asked": saved.failure is None, "config": result.config.to_dict(),

@@ -29,8 +29,8 @@ import torch
 from kscu.config import UnlearnConfig
 from kscu.models import LoadedModel
 from kscu.sampling import Sampler
-from kscu.progress import Cancelled, Update
-from kscu.trainer import Progress, unlearn
+from kscu.progress import Cancelled, Update, phase
+from kscu.trainer import Progress, setup_share, unlearn
 from kscu.validation import CheckedConfig, check_config
 
 log = logging.getLogger(__name__)
@@ -309,14 +309,17 @@ def start_unlearning(
     def work(job: Job) -> Any:
         sampler = Sampler(model, PREVIEW_STEPS, PREVIEW_GUIDANCE) if prompts else None
 
+        share = setup_share(checked)  # one bar for the set-up (robust analysis, trajectory pool) and the iterations
+        training = phase(job.report, share, 1.0)
+
         def on_progress(p: Progress) -> None:
             job.add_loss(p.iteration, p.step_index, p.loss)
-            job.report(p)
+            training(p)
             if sampler is not None and p.iteration % preview_every == 0:
                 with torch.no_grad(), model.autocast():  # the tuned copy is float32, as in the trainer
                     job.set_preview(sampler.generate(p.unet, prompts, seeds), p.iteration)
 
-        return unlearn(model, checked, on_progress, should_stop=lambda: job.cancel_requested, on_analysis=job.report)
+        return unlearn(model, checked, on_progress, should_stop=lambda: job.cancel_requested, on_setup=phase(job.report, 0.0, share))
 
     names = ", ".join(repr(part.concept) for part in checked.parts)
     iterations = sum(part.iterations for part in checked.parts)

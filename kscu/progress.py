@@ -47,11 +47,12 @@ def quiet(_update: Update) -> None:
 
 def phase(on_progress: ProgressFn, start: float, end: float, label: str = "") -> ProgressFn:
     """A ProgressFn for a part of a larger job that covers [start, end] of it: a recipe passes one
-    per phase, so the bar moves once from 0 to 1 across training, drawing and measuring."""
+    per phase, so the bar moves once from 0 to 1 across training, drawing and measuring. The part's
+    seconds left pass on only when it ends the job (end 1): an earlier part's are not the job's."""
 
     def report(update: Update) -> None:
         message = f"{label}: {update.message}" if label else update.message
-        on_progress(Step(start + (end - start) * update.fraction, message))
+        on_progress(Step(start + (end - start) * update.fraction, message, update.eta if end >= 1.0 else None))
 
     return report
 

@@ -24,7 +24,7 @@ from kscu.models import LoadedModel
 from kscu.progress import Cancelled, ProgressFn, Step, phase, quiet
 from kscu.retention import ImageChange, grid_change
 from kscu.stats import ERASE_PROMPTS, RETAIN_PROMPTS
-from kscu.trainer import Progress, UnlearnResult, unlearn
+from kscu.trainer import Progress, UnlearnResult, setup_share, unlearn
 from kscu.validation import check_config
 
 
@@ -111,8 +111,8 @@ def quick_erase(
     measured = [(p.concept, p.kind) for p in checked.parts if model.domain.scoreable(p.concept, p.kind)]
     erased = [p.concept for p in checked.parts]
     train_share, grid_share = (0.6, 0.7) if measured else (0.9, 1.0)
-    analysis_share = 0.2 * train_share if any(checked.decide_start) else 0.0  # about a fifth of a robust erase's time
-    erasing = phase(on_progress, analysis_share, train_share, "Erasing")
+    setup_end = setup_share(checked) * train_share  # a robust analysis, a trajectory pool
+    erasing = phase(on_progress, setup_end, train_share, "Erasing")
     sizes = {"n_erase": n_erase, "n_retain": n_retain, "should_stop": should_stop}
 
     def trained(p: Progress) -> None:
@@ -126,7 +126,7 @@ def quick_erase(
 
     with ThreadPoolExecutor(1, thread_name_prefix="quick-base") as pool:
         base = pool.submit(base_side)
-        result = unlearn(model, checked, trained, should_stop=should_stop, on_analysis=phase(on_progress, 0.0, analysis_share))
+        result = unlearn(model, checked, trained, should_stop=should_stop, on_setup=phase(on_progress, 0.0, setup_end))
         if on_trained is not None:
             on_trained(result)
         on_progress(Step(train_share, "Drawing before/after images"))

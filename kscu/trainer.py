@@ -38,7 +38,7 @@ from kscu.domain import ConceptPair
 from kscu.influence import decided_start
 from kscu.keysteps import key_step_table, uniform_table
 from kscu.models import LoadedModel
-from kscu.progress import Cancelled, ProgressFn, phase
+from kscu.progress import Cancelled, ProgressFn, phase, quiet
 from kscu.sampling import Sampler, encode_prompts
 from kscu.sanity import SanityReport, sanity_check
 from kscu.trajectories import TrajectoryPool, Trajectories
@@ -64,6 +64,8 @@ class Progress:
     step_index: int
     loss: float
     elapsed: float
+    """Seconds since the first iteration began (a robust analysis or a pool's draw before it is not
+    counted: it would make every iteration look slower and the ETA too long)."""
     unet: torch.nn.Module | None = field(default=None, repr=False, compare=False)
     concept: str = ""
     """The concept this iteration trained, in a job that erases several (else empty)."""
@@ -158,19 +160,26 @@ def preservation_loss(model: LoadedModel, tuned, y: torch.Tensor, t: torch.Tenso
     return F.mse_loss(pred, target)
 
 
+def pooled(cfg: UnlearnConfig) -> bool:
+    """Whether the run draws a trajectory pool with the unedited model before its first iteration."""
+    return cfg.method == "kscu" and bool(cfg.pool)
+
+
 def sources(cfg: UnlearnConfig, sampler: Sampler, frozen, table: list[list[int]], rng: random.Random, keep_rng: random.Random,
             pairs: list[ConceptPair], keep: list[str], prompts_of: Callable, texts_of: Callable,
-            check: Callable[[], None] | None = None) -> tuple:
+            check: Callable[[], None] | None = None, on_draw: ProgressFn = quiet) -> tuple:
     """Where x_k (erased phrasings) and y_k (prompts to keep) come from: KSCU with a pool draws
     cfg.pool trajectories of each with the unedited model first (kscu.trajectories.TrajectoryPool;
-    `check` raises to cancel the draw); otherwise trajectories of the model being tuned, reused
-    (KSCU) or fresh every iteration (ESD)."""
+    `check` raises to cancel the draw, on_draw hears it from 0 to 1); otherwise trajectories of the
+    model being tuned, reused (KSCU) or fresh every iteration (ESD)."""
     seed_base = cfg.seed * 100_003
-    if cfg.method == "kscu" and cfg.pool:
+    if pooled(cfg):
         first, last = min(min(r) for r in table), max(max(r) for r in table) + 1
-        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), prompts_of, seed_base, first, last, rng, check=check)
+        half = 0.5 if keep else 1.0
+        erased = TrajectoryPool(sampler, frozen, cfg.pool, lambda: rng.choice(pairs), prompts_of, seed_base, first, last, rng, check=check,
+                                on_progress=phase(on_draw, 0.0, half, "Drawing the phrasings to erase"))
         kept = TrajectoryPool(sampler, frozen, cfg.pool, lambda: keep_rng.choice(keep), texts_of, seed_base + 50_021, first, last,
-                              keep_rng, check=check) if keep else None
+                              keep_rng, check=check, on_progress=phase(on_draw, half, 1.0, "Drawing the prompts to keep")) if keep else None
         return erased, kept
     fresh = cfg.method == "esd"
     return (Trajectories(sampler, cfg.trajectories, seed_base, fresh),
@@ -213,8 +222,10 @@ class ConceptObjective:
     A job with several concepts holds one per concept over one tuned UNet and one optimizer."""
 
     def __init__(self, model: LoadedModel, cfg: UnlearnConfig, sampler: Sampler, frozen, embed: Callable[[str], torch.Tensor],
-                 index: int = 0, check: Callable[[], None] | None = None, avoid: Sequence[str] = ()) -> None:
-        """avoid: the job's other erased concepts; no phrasing or kept prompt of this one names them."""
+                 index: int = 0, check: Callable[[], None] | None = None, avoid: Sequence[str] = (),
+                 on_draw: ProgressFn = quiet) -> None:
+        """avoid: the job's other erased concepts; no phrasing or kept prompt of this one names them.
+        check and on_draw: cancel and hear the trajectory pool's draw, when the config has one."""
         stream = cfg.seed + STREAM_STRIDE * index
         self.model, self.cfg, self.sampler, self.frozen, self.embed = model, cfg, sampler, frozen, embed
         self.rng = random.Random(stream)
@@ -224,7 +235,7 @@ class ConceptObjective:
         self.keep_rng = random.Random(stream + 1)  # its own stream: without preserve, runs stay as they were
         self.augment_from = int(cfg.iterations * (1 - AUGMENT_SHARE)) if cfg.augment else cfg.iterations
         self.erased, self.kept = sources(cfg, sampler, frozen, self.table, self.rng, self.keep_rng, self.pairs, self.keep,
-                                         self.prompts_of, self.texts_of, check)
+                                         self.prompts_of, self.texts_of, check, on_draw)
         self.up_front = (self.erased.forwards + (self.kept.forwards if self.keep else 0)
                          if isinstance(self.erased, TrajectoryPool) else 0)  # a pool is drawn here, before any iteration
         self.empty = embed("").expand(cfg.trajectories, -1, -1)
@@ -273,6 +284,21 @@ class ConceptObjective:
         return loss, used
 
 
+SETUP_SHARE = 0.5
+"""About the share of a run's time spent before its first iteration, when it has such work (a robust
+run's analysis, a trajectory pool's draw), so that a bar showing the run as one moves all along.
+Measured on the demo model, 2 cores, 2026-12-08 (throwaway timing of `unlearn`): the style preset
+on striped 36 of 66 s before the first iteration (its pool of 64 trajectories), robust 64 of 111 s
+(26 s of analysis), robust red 64 of 125 s; the object preset draws no pool and starts at once."""
+ANALYSIS_SHARE = 0.4
+"""The robust analysis' share of the set-up when a trajectory pool follows it (26 of 64 s above)."""
+
+
+def setup_share(checked: CheckedConfig) -> float:
+    """SETUP_SHARE for a run with work before its first iteration, else 0."""
+    return SETUP_SHARE if any(checked.decide_start) or any(pooled(part) for part in checked.parts) else 0.0
+
+
 def open_where_decided(model: LoadedModel, checked: CheckedConfig, should_stop: Callable[[], bool] | None = None,
                        on_progress: ProgressFn | None = None) -> CheckedConfig:
     """config.robust: every part flagged in checked.decide_start gets its window start from where its
@@ -308,7 +334,7 @@ def unlearn(
     config: UnlearnConfig | CheckedConfig,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    on_analysis: ProgressFn | None = None,
+    on_setup: ProgressFn | None = None,
 ) -> UnlearnResult:
     """Run KSCU (or ESD) and return the edit. Deterministic given config.seed.
 
@@ -317,12 +343,16 @@ def unlearn(
     UnlearnDiverged (kscu.divergence); a finished one carries a sanity check. Several concepts
     (config.also) train one UNet, each with its own preset's window, in config.schedule's order.
     config.robust first measures where each concept is decided and opens its window there
-    (open_where_decided, reported to on_analysis before the first iteration: on_progress hears
-    iterations only); the result's config and seconds include that.
+    (open_where_decided); the result's config and seconds include that. on_setup hears, from 0 to 1,
+    the work before the first iteration (that analysis, then any trajectory pool's draw: together
+    about half a run's time on the demo model, SETUP_SHARE); on_progress hears the iterations.
     """
     checked = config if isinstance(config, CheckedConfig) else check_config(config, model)
     start = time.time()
-    checked = open_where_decided(model, checked, should_stop, on_analysis)
+    setup = on_setup or quiet
+    pools = [n for n, part in enumerate(checked.parts) if pooled(part)]
+    analysis_end = 0.0 if not any(checked.decide_start) else ANALYSIS_SHARE if pools else 1.0
+    checked = open_where_decided(model, checked, should_stop, phase(setup, 0.0, analysis_end))
     cfg = checked.config
     for warning in checked.warnings:
         warnings.warn(warning, ConfigWarning, stacklevel=2)
@@ -358,11 +388,16 @@ def unlearn(
             raise UnlearnCancelled("cancelled while drawing the trajectory pool, before training; the base model is unchanged")
 
     concepts = [part.concept for part in checked.parts]
-    objectives = [ConceptObjective(model, part, sampler, frozen, embed, n, check_pool, [c for c in concepts if c != part.concept])
+    each = (1 - analysis_end) / max(len(pools), 1)  # the rest of the set-up, one share per pool-drawing concept
+    draws = {n: phase(setup, analysis_end + i * each, analysis_end + (i + 1) * each, f"{checked.parts[n].concept!r}" if len(pools) > 1 else "")
+             for i, n in enumerate(pools)}
+    objectives = [ConceptObjective(model, part, sampler, frozen, embed, n, check_pool, [c for c in concepts if c != part.concept],
+                                   draws.get(n, quiet))
                   for n, part in enumerate(checked.parts)]
     result.unet_forwards += sum(o.up_front for o in objectives)
     order = schedule_order([len(o.table) for o in objectives], cfg.schedule)
     several = len(objectives) > 1
+    iterating = time.time()  # the ETA counts iterations: the set-up above is not in their pace
 
     for i, (n, j) in enumerate(order):
         if should_stop is not None and should_stop():
@@ -393,7 +428,7 @@ def unlearn(
         if several:
             result.trained_concepts.append(n)
         if on_progress is not None:
-            on_progress(Progress(i + 1, len(order), step, loss_value, time.time() - start, tuned,
+            on_progress(Progress(i + 1, len(order), step, loss_value, time.time() - iterating, tuned,
                                  objective.cfg.concept if several else ""))
 
     result.seconds = time.time() - start

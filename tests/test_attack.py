@@ -153,7 +153,7 @@ def test_robust_erasure_opens_the_window_where_the_concept_is_decided(micro_demo
     from kscu.config import UnlearnConfig
     from kscu.influence import decided_start
     from kscu.progress import Cancelled
-    from kscu.trainer import open_where_decided, unlearn
+    from kscu.trainer import ANALYSIS_SHARE, open_where_decided, unlearn
     from kscu.validation import ConfigError, check_config
 
     settings = dict(kind="colour", iterations=2, num_steps=10)
@@ -164,10 +164,13 @@ def test_robust_erasure_opens_the_window_where_the_concept_is_decided(micro_demo
     heard = []
     robust = unlearn(micro_demo, UnlearnConfig("red", robust=True, **settings),
                      on_progress=lambda p: heard.append(("iteration", p.fraction)),
-                     on_analysis=lambda u: heard.append((u.message, u.fraction)))
+                     on_setup=lambda u: heard.append((u.message, u.fraction)))
     assert robust.config.robust and robust.config.start_step == start == round(report.suggested_start * 10 / report.num_steps)
+    assert robust.config.pool, "the colour preset draws a trajectory pool after the analysis"
     analysis = [fraction for message, fraction in heard if message.startswith("Measuring where 'red' is decided")]
-    assert analysis and analysis[-1] == 1.0 and analysis == sorted(analysis), "the analysis is reported, from 0 to 1"
+    assert analysis and analysis[-1] == ANALYSIS_SHARE and analysis == sorted(analysis), "the analysis is reported first"
+    setup = [fraction for message, fraction in heard if message != "iteration"]
+    assert setup == sorted(setup) and setup[-1] == 1.0 and len(setup) > len(analysis), "then the pool's draw, up to 1"
     assert heard.index(("iteration", 0.5)) > max(i for i, (m, _) in enumerate(heard) if m != "iteration"), "then the iterations"
     assert len(robust.losses) == 2, "iterations the user gives are kept"
     checked = check_config(UnlearnConfig("red", robust=True, kind="colour", num_steps=10), micro_demo)

@@ -32,6 +32,31 @@ def test_unlearning_job_runs_to_done_with_progress_and_loss_points(micro_demo):
     assert snap.finished >= snap.started and snap.preview is None
 
 
+def test_one_bar_covers_the_pool_draw_then_the_iterations(micro_demo):
+    """A run that draws a trajectory pool first spends about half its time there: the job's bar
+    moves through the draw (up to SETUP_SHARE, saying what it draws) and then the iterations, never
+    back, instead of sitting at 0 % until the first iteration."""
+    from kscu.trainer import SETUP_SHARE
+
+    heard = []
+
+    def wrap(fn):
+        def wrapped(job):
+            report = job.report
+            job.report = lambda update: (heard.append((update.fraction, update.message)), report(update))
+            return fn(job)
+        return wrapped
+
+    config = UnlearnConfig("striped", kind="style", iterations=4, num_steps=10, start_step=5, lr=1e-3, pool=4)
+    job = start_unlearning(JobRunner(), micro_demo, config, wrap=wrap)
+    assert job.wait(TIMEOUT) and job.snapshot().state == "done", job.snapshot().error
+    fractions = [f for f, _ in heard]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    drawing = [f for f, m in heard if m.startswith("Drawing the phrasings to erase")]
+    assert drawing and drawing[0] < SETUP_SHARE / 2 and max(f for f, m in heard if m.startswith("Drawing")) == SETUP_SHARE
+    assert min(f for f, m in heard if not m.startswith("Drawing")) > SETUP_SHARE, "the iterations fill the rest"
+
+
 def test_the_work_function_runs_inside_the_given_wrapper(micro_demo):
     """The hook the UI uses for spaces.GPU: the training must run inside the wrapped call."""
     entered = []
