@@ -1,7 +1,7 @@
 # KSCU Workbench: two commands.
 #   make run    install into .venv if needed, then open the workbench at http://127.0.0.1:7860
 #   make test   install into .venv if needed (plus Debian's chromium for browser tests), run the tests
-#   make test-fast   the tests not marked slow (no app, browser or full-size training): under 2 minutes
+#   make test-fast   the tests not marked slow (no app, browser or full-size training): 6-8 min on 2 cores
 # Extra pytest arguments: make test PYTEST_ARGS="-k tokenizer -x"
 
 SHELL := /bin/bash
