@@ -298,15 +298,14 @@ def main() -> None:
         if not (args.init / "config.json").is_file():
             parser.error(f"--init {args.init}: not a saved judge folder (no config.json); pass a folder such as assets/shape-clip")
         cfg.init = str(args.init)
-    if args.lr is not None:
-        cfg.lr = args.lr
-    if args.patch_size is not None:
-        cfg.patch_size = args.patch_size
-    if args.init is not None:
         coarse = json.loads((args.init / "config.json").read_text())["vision_config"]["patch_size"]
-        cfg.patch_size = cfg.patch_size if args.patch_size is not None else coarse
+        cfg.patch_size = args.patch_size or coarse
         if coarse % cfg.patch_size:
             parser.error(f"--patch-size {cfg.patch_size}: the --init judge has {coarse}-pixel patches; give a size that divides it")
+    elif args.patch_size is not None:
+        cfg.patch_size = args.patch_size
+    if args.lr is not None:
+        cfg.lr = args.lr
     train(args.work, args.out, cfg)
 
 
